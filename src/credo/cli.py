@@ -1,0 +1,195 @@
+"""The `credo` command line. Each command calls one library function; CredoErrors become one line and exit code 2."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from credo.errors import CredoError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Align a language model by a written manifesto.")
+layers_app = typer.Typer(no_args_is_help=True, help="Inspect compiled layer folders.")
+app.add_typer(layers_app, name="layers")
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_LAYERS_DIR = Path("layers")
+# Modules that add their own commands with a `register(app)` function; each lives with the feature it drives.
+PLUGINS = ["credo.eval.cli", "credo.server.cli", "credo.data.cli"]
+
+
+def parse_settings(settings: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in settings:
+        if "=" not in item:
+            raise CredoError(f"--set takes key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+@app.command()
+def compile(
+    manifesto: Path = typer.Argument(..., help="The manifesto (Markdown)."),
+    kind: str = typer.Option("prompt", "--kind", "-k", help="Layer kind: prompt, cache, steer, distill, hyper."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Layer folder to write (default: layers/NAME-KIND)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model: gemma-3-270m (default), a .gguf file or a HF folder."),
+    settings: list[str] = typer.Option([], "--set", help="Kind setting as key=value (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing layer folder."),
+) -> None:
+    """Compile a manifesto into an identity layer."""
+    from credo.base import load_base
+    from credo.layers import compile_layer, get_kind, save_layer
+    from credo.layers.registry import make_config
+    from credo.manifesto import Manifesto
+
+    m = Manifesto.from_file(manifesto)
+    cls = get_kind(kind)
+    make_config(cls, parse_settings(settings))  # fail on a bad setting before the model loads
+    name = f"{manifesto.stem}-{kind}" if output is None else output.name
+    folder = output or DEFAULT_LAYERS_DIR / name
+    if folder.exists() and not force:
+        raise CredoError(f"{folder} already exists (pass --force to replace it)")
+    b = load_base(base)
+    layer = compile_layer(m, b, kind, parse_settings(settings), name=name)
+    save_layer(layer, folder, overwrite=force)
+    out.print(f"compiled [bold]{m.name}[/bold] as [bold]{kind}[/bold] in {layer.info.compile_seconds:.1f}s -> {folder}")
+    for key, value in layer.info.report.items():
+        out.print(f"  {key}: {value}")
+
+
+def _engine(layer_dir: Optional[Path], base: Optional[str]):
+    from credo.base import load_base
+    from credo.engines.torch_engine import TorchEngine
+    from credo.layers.folder import load_layer, read_info
+
+    spec = base
+    if layer_dir is not None and spec is None:
+        spec = read_info(layer_dir).base.get("spec")
+    b = load_base(spec)
+    layer = load_layer(layer_dir, b) if layer_dir is not None else None
+    return TorchEngine(b, layer)
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help="What the user says."),
+    layer: Optional[Path] = typer.Option(None, "--layer", "-l", help="Layer folder (none: the bare base)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one the layer was compiled for)."),
+    max_tokens: int = typer.Option(128, "--max-tokens", "-n", min=1, max=4096),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, help="0 is greedy."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+) -> None:
+    """Answer one prompt, streaming the tokens."""
+    engine = _engine(layer, base)
+    for piece in engine.generate(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@app.command()
+def chat(
+    layer: Optional[Path] = typer.Option(None, "--layer", "-l", help="Layer folder (none: the bare base)."),
+    base: Optional[str] = typer.Option(None, "--base"),
+    max_tokens: int = typer.Option(256, "--max-tokens", "-n", min=1, max=4096),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0),
+) -> None:
+    """Talk with an identity; an empty line or Ctrl-D ends the chat."""
+    engine = _engine(layer, base)
+    history: list[dict[str, str]] = []
+    name = engine.layer.name if engine.layer else engine.base.name
+    err.print(f"[dim]chatting with {name}; empty line or Ctrl-D to quit[/dim]")
+    while True:
+        try:
+            user = input("you> ").strip()
+        except EOFError:
+            break
+        if not user:
+            break
+        history.append({"role": "user", "content": user})
+        sys.stdout.write(f"{name}> ")
+        answer = ""
+        for piece in engine.generate(history, max_tokens=max_tokens, temperature=temperature):
+            answer += piece
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        history.append({"role": "assistant", "content": answer.strip()})
+
+
+@layers_app.command("ls")
+def layers_ls(directory: Path = typer.Argument(DEFAULT_LAYERS_DIR, help="Folder of layer folders.")) -> None:
+    """List compiled layers with their kind, manifesto and base."""
+    from rich.table import Table
+
+    from credo.layers.folder import list_layers
+
+    rows = list_layers(directory)
+    if not rows:
+        out.print(f"no layers in {directory}")
+        return
+    table = Table("layer", "kind", "manifesto", "base", "compiled", "seconds", "status")
+    for path, info, status in rows:
+        if info is None:
+            table.add_row(path.name, "", "", "", "", "", f"[red]{status}[/red]")
+        else:
+            table.add_row(
+                path.name, info.kind, info.manifesto.get("name", ""), f"{info.base.get('name', '')} {info.base['sha256'][:12]}",
+                info.created, f"{info.compile_seconds:.1f}", status,
+            )
+    out.print(table)
+
+
+@app.command()
+def demo(
+    manifesto: Path = typer.Option(Path("examples/pirate.md"), "--manifesto", "-m", help="Manifesto to compile."),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds (default: every registered kind)."),
+    base: Optional[str] = typer.Option(None, "--base"),
+    output: Path = typer.Option(Path("layers/demo"), "--output", "-o", help="Where the demo's layers go."),
+    max_tokens: int = typer.Option(48, "--max-tokens", "-n", min=1, max=512),
+) -> None:
+    """Compile one manifesto into every layer kind and print them side by side."""
+    from credo.demo import run_demo
+
+    run_demo(manifesto, kinds.split(",") if kinds else None, base, output, max_tokens, out)
+
+
+def _load_plugins() -> None:
+    for name in PLUGINS:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) and importlib.util.find_spec(name):
+            importlib.import_module(name).register(app)
+
+
+def main() -> None:
+    _load_plugins()
+    try:
+        app(standalone_mode=False)
+    except CredoError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except Exception as e:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            err.print("aborted")
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Typed errors: the library raises these, and only the CLI and the server turn them into exit codes or HTTP statuses."""
+
+
+class CredoError(Exception):
+    """Something the user can fix; its message is one line that says what and, where possible, how."""
+
+
+class ManifestoError(CredoError):
+    """The manifesto cannot be used (empty, binary, not UTF-8, too large, malformed)."""
+
+
+class BaseModelError(CredoError):
+    """The base model cannot be loaded or identified."""
+
+
+class LayerError(CredoError):
+    """A layer folder is missing, corrupt, or of an unknown kind."""
+
+
+class BaseMismatchError(LayerError):
+    """A layer was compiled for another base model."""
+
+
+class UnknownKindError(CredoError):
+    """No layer kind of that name is registered."""

@@ -1,0 +1,104 @@
+"""`cache`: the manifesto's warmed-up KV state, computed once at compile time and restored for every request.
+
+It answers exactly as `prompt` does (the engine always runs the context as its own forward pass, so the saved state
+is bitwise what a fresh prefill makes), while skipping the manifesto's prefill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from credo.layers.layer import Layer, LayerInfo
+from credo.layers.prompt import manifesto_context
+from credo.layers.registry import register
+
+if TYPE_CHECKING:
+    from credo.base import Base
+    from credo.manifesto import Manifesto
+
+STATE_FILE = "kv_state.safetensors"
+
+
+@dataclass
+class PrefixState:
+    """Per decoder layer: keys and values (1, kv_heads, kept, head_dim) and how many tokens that layer has seen."""
+
+    ids: list[int]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    seen: list[int]
+
+    @classmethod
+    def from_cache(cls, ids: list[int], cache: Any) -> PrefixState:
+        keys, values, seen = [], [], []
+        for layer in cache.layers:
+            keys.append(layer.keys.detach().clone())
+            values.append(layer.values.detach().clone())
+            seen.append(int(getattr(layer, "cumulative_length", layer.keys.shape[-2])))
+        return cls(list(ids), keys, values, seen)
+
+    def to_cache(self, config: Any) -> Any:
+        """A fresh cache holding a copy of the state: generation appends to it, the saved state stays as it was."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=config)
+        if len(cache.layers) != len(self.keys):
+            raise ValueError(f"saved state has {len(self.keys)} layers, the model {len(cache.layers)}")
+        for layer, k, v, n in zip(cache.layers, self.keys, self.values, self.seen):
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k.clone(), v.clone()
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = n
+        return cache
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"ids": torch.tensor(self.ids, dtype=torch.long), "seen": torch.tensor(self.seen, dtype=torch.long)}
+        for i, (k, v) in enumerate(zip(self.keys, self.values)):
+            tensors[f"k.{i}"], tensors[f"v.{i}"] = k.contiguous(), v.contiguous()
+        return tensors
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor]) -> PrefixState:
+        n = len(t["seen"])
+        return cls(t["ids"].tolist(), [t[f"k.{i}"] for i in range(n)], [t[f"v.{i}"] for i in range(n)], t["seen"].tolist())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in zip(self.keys, self.values))
+
+
+@register
+class CacheLayer(Layer):
+    kind = "cache"
+
+    def __init__(self, info: LayerInfo, manifesto: Manifesto, state: PrefixState | None = None):
+        super().__init__(info, manifesto)
+        self.state = state
+
+    @classmethod
+    def build(cls, manifesto: Manifesto, base: Base, config: None, info: LayerInfo) -> CacheLayer:
+        from credo.engines.torch_engine import TorchEngine
+
+        ids = base.encode(manifesto_context(manifesto, base), bos=True)
+        _, cache = TorchEngine(base).forward(ids)
+        state = PrefixState.from_cache(ids, cache)
+        info.params.update(context_tokens=len(ids), state_bytes=state.nbytes)
+        return cls(info, manifesto, state)
+
+    def save_payload(self, folder: Path) -> None:
+        save_file(self.state.to_tensors(), str(folder / STATE_FILE), metadata={"format": "credo-kv-v1"})
+
+    @classmethod
+    def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> CacheLayer:
+        return cls(info, manifesto, PrefixState.from_tensors(load_file(str(folder / STATE_FILE))))
+
+    def context(self, base: Base) -> str:
+        return manifesto_context(self.manifesto, base)
+
+    def prefix_state(self, base: Base) -> PrefixState:
+        return self.state

@@ -1,0 +1,84 @@
+"""What every kind of identity layer is: metadata that describes it, a payload, and three ways to act on a run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from credo.base import Base
+    from credo.layers.cache import PrefixState
+    from credo.manifesto import Manifesto
+
+
+@dataclass
+class LayerInfo:
+    """The contents of `layer.json`: enough to know what a layer is without loading its payload."""
+
+    kind: str
+    name: str
+    manifesto: dict[str, Any]  # sha256, name, source, clause_ids
+    base: dict[str, Any]  # sha256, name, spec
+    params: dict[str, Any] = field(default_factory=dict)
+    compile_seconds: float = 0.0
+    created: str = ""
+    credo_version: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # path in folder -> sha256
+    report: dict[str, Any] = field(default_factory=dict)  # figures measured at compile time (fidelity, ...)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LayerInfo:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class Layer:
+    """A compiled identity. Subclasses set `kind`, `Config`, and override what they change about a run.
+
+    A layer acts on a run in up to three ways: text it puts ahead of the conversation (`context`), a saved KV state
+    for that text (`prefix_state`), and changes to the forward pass while it is active (`applied`).
+    """
+
+    kind: ClassVar[str] = ""
+    Config: ClassVar[type] = dict
+
+    def __init__(self, info: LayerInfo, manifesto: Manifesto):
+        self.info = info
+        self.manifesto = manifesto
+
+    # --- compile side -------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, manifesto: Manifesto, base: Base, config: Any, info: LayerInfo) -> Layer:
+        """Compile `manifesto` on `base`; `info` is filled in by the caller with everything but the payload."""
+        raise NotImplementedError
+
+    def save_payload(self, folder: Path) -> None:
+        """Write the payload files (safetensors, configs) into `folder`; layer.json is written by the caller."""
+
+    @classmethod
+    def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> Layer:
+        return cls(info, manifesto)
+
+    # --- run side -----------------------------------------------------------------------------------------------
+    def context(self, base: Base) -> str:
+        """Text placed ahead of the conversation on every request ('' when the layer lives in the weights)."""
+        return ""
+
+    def prefix_state(self, base: Base) -> PrefixState | None:
+        """A saved KV state of `context` that stands in for its prefill, if the layer keeps one."""
+        return None
+
+    @contextlib.contextmanager
+    def applied(self, model: Any) -> Iterator[None]:
+        """Changes to the forward pass (hooks, adapters) while the block runs; the base weights stay untouched."""
+        yield
+
+    @property
+    def name(self) -> str:
+        return self.info.name

@@ -1,0 +1,116 @@
+"""The one registry of layer kinds. A new kind is one new module in this package with `@register` on its class."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from credo.errors import CredoError, UnknownKindError
+
+if TYPE_CHECKING:
+    from credo.base import Base
+    from credo.layers.layer import Layer
+    from credo.manifesto import Manifesto
+
+_KINDS: dict[str, type[Layer]] = {}
+_INFRASTRUCTURE = {"layer", "registry", "folder"}
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    if not cls.kind:
+        raise TypeError(f"{cls.__name__} needs a `kind`")
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def _discover() -> None:
+    import credo.layers as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name not in _INFRASTRUCTURE and not mod.name.startswith("_"):
+            importlib.import_module(f"credo.layers.{mod.name}")
+
+
+def kinds() -> list[str]:
+    """The registered kinds, in the order the project presents them."""
+    _discover()
+    order = ["prompt", "cache", "steer", "distill", "hyper"]
+    return sorted(_KINDS, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
+def get_kind(name: str) -> type[Layer]:
+    _discover()
+    if name not in _KINDS:
+        raise UnknownKindError(f"unknown layer kind {name!r}; known kinds: {', '.join(kinds())}")
+    return _KINDS[name]
+
+
+def make_config(cls: type[Layer], overrides: dict[str, Any] | None) -> Any:
+    """Build the kind's config dataclass from `key=value` overrides, converting strings to each field's type."""
+    overrides = dict(overrides or {})
+    if not dataclasses.is_dataclass(cls.Config):
+        if overrides:
+            raise CredoError(f"kind {cls.kind!r} takes no settings (got {', '.join(overrides)})")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    values: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        if key not in fields:
+            raise CredoError(f"kind {cls.kind!r} has no setting {key!r}; it has: {', '.join(fields) or 'none'}")
+        values[key] = _convert(raw, fields[key], cls.kind)
+    return cls.Config(**values)
+
+
+def _convert(raw: Any, f: dataclasses.Field, kind: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if typ.startswith("bool"):
+            if raw.lower() not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return raw.lower() in {"1", "true", "yes"}
+        if typ.startswith("int"):
+            return int(raw)
+        if typ.startswith("float"):
+            return float(raw)
+        if typ.startswith(("list", "tuple")):
+            items = [x.strip() for x in raw.split(",") if x.strip()]
+            inner = typ[typ.find("[") + 1 : typ.rfind("]")] if "[" in typ else "str"
+            return [int(x) for x in items] if inner.startswith("int") else [float(x) for x in items] if inner.startswith("float") else items
+    except ValueError:
+        raise CredoError(f"kind {kind!r}: setting {f.name}={raw!r} is not a valid {typ}") from None
+    return raw
+
+
+def compile_layer(manifesto: Manifesto, base: Base, kind: str, overrides: dict[str, Any] | None = None, name: str | None = None) -> Layer:
+    """The one verb: manifesto + base + kind -> Layer (in memory; `save_layer` writes it)."""
+    from credo import __version__
+    from credo.layers.layer import LayerInfo
+
+    cls = get_kind(kind)
+    config = make_config(cls, overrides)
+    info = LayerInfo(
+        kind=kind,
+        name=name or f"{_stem(manifesto)}-{kind}",
+        manifesto={"sha256": manifesto.sha256, "name": manifesto.name, "source": manifesto.source, "clause_ids": manifesto.clause_ids},
+        base={"sha256": base.sha256, "name": base.name, "spec": base.spec},
+        params=dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        credo_version=__version__,
+    )
+    start = time.perf_counter()
+    layer = cls.build(manifesto, base, config, info)
+    layer.info.compile_seconds = round(time.perf_counter() - start, 3)
+    return layer
+
+
+def _stem(manifesto: Manifesto) -> str:
+    from pathlib import Path
+
+    stem = Path(manifesto.source).stem if manifesto.source and not manifesto.source.startswith("<") else manifesto.name
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem.lower()).strip("-") or "manifesto"

@@ -1,0 +1,246 @@
+"""The manifesto: one Markdown document parsed into clauses with stable ids, example exchanges and front matter."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from credo.errors import ManifestoError
+
+MAX_BYTES = 64 * 1024
+EXAMPLES_HEADINGS = {"examples", "example", "example exchanges", "exchanges"}
+_ID_MARK = re.compile(r"\s*\{#([a-z0-9][a-z0-9_.-]*)\}\s*$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_ITEM = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+(.*)$")
+_TURN = re.compile(r"^(user|assistant)\s*:\s?(.*)$", re.IGNORECASE)
+_STOPWORDS = {"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "is", "are", "be", "than", "that", "with", "by"}
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One rule, belief or note of voice; the unit that evaluation scores adherence on."""
+
+    id: str
+    section: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """A worked example: what a user says and how the identity answers."""
+
+    user: str
+    assistant: str
+
+
+@dataclass(frozen=True)
+class Manifesto:
+    name: str
+    description: str
+    body: str
+    clauses: tuple[Clause, ...]
+    examples: tuple[Exchange, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    text: str = ""
+    source: str = "<string>"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def clause_ids(self) -> list[str]:
+        return [c.id for c in self.clauses]
+
+    def clause(self, clause_id: str) -> Clause:
+        for c in self.clauses:
+            if c.id == clause_id:
+                return c
+        raise KeyError(clause_id)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Manifesto:
+        path = Path(path)
+        if not path.is_file():
+            raise ManifestoError(f"manifesto {path} does not exist or is not a file")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ManifestoError(f"manifesto {path} is {size} bytes; the limit is {MAX_BYTES} (64 KiB)")
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<string>") -> Manifesto:
+        if len(data) > MAX_BYTES:
+            raise ManifestoError(f"manifesto {source} is {len(data)} bytes; the limit is {MAX_BYTES} (64 KiB)")
+        if b"\x00" in data:
+            raise ManifestoError(f"manifesto {source} looks binary (it has NUL bytes); give a Markdown text file")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ManifestoError(f"manifesto {source} is not valid UTF-8 (byte {e.start}); save it as UTF-8") from None
+        return cls.from_text(text, source=source)
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<string>") -> Manifesto:
+        text = text.lstrip("\ufeff").replace("\r\n", "\n")
+        if len(text.encode("utf-8")) > MAX_BYTES:
+            raise ManifestoError(f"manifesto {source} is over the 64 KiB limit")
+        if not text.strip():
+            raise ManifestoError(f"manifesto {source} is empty")
+        meta, body = _split_front_matter(text, source)
+        body, examples = _split_examples(body, source)
+        clauses = _parse_clauses(body)
+        if not clauses:
+            raise ManifestoError(f"manifesto {source} has no clauses: write at least one list item or paragraph")
+        name = str(meta.get("name") or _first_heading(body) or Path(source).stem or "manifesto")
+        return cls(
+            name=name,
+            description=str(meta.get("description", "")),
+            body=body.strip(),
+            clauses=tuple(clauses),
+            examples=tuple(examples),
+            meta=meta,
+            text=text,
+            source=source,
+        )
+
+    def shuffled(self, seed: int = 0) -> Manifesto:
+        """The control: the same words in a random order, so that structure and meaning are gone but the vocabulary stays."""
+        import random
+
+        words = self.body.split()
+        random.Random(seed).shuffle(words)
+        lines = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)]
+        shuffled_text = "# shuffled\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+        return Manifesto.from_text(shuffled_text, source=f"{self.source}#shuffled{seed}")
+
+
+def _split_front_matter(text: str, source: str) -> tuple[dict[str, Any], str]:
+    if not text.startswith("---\n"):
+        return {}, text
+    end = text.find("\n---", 4)
+    if end < 0:
+        raise ManifestoError(f"manifesto {source}: front matter opened with '---' on line 1 is never closed")
+    try:
+        meta = yaml.safe_load(text[4:end]) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", 0) + 2
+        raise ManifestoError(f"manifesto {source}: front matter is not valid YAML near line {line}") from None
+    if not isinstance(meta, dict):
+        raise ManifestoError(f"manifesto {source}: front matter must be a mapping of keys to values")
+    rest = text[end + 4 :]
+    return meta, rest.split("\n", 1)[1] if "\n" in rest else ""
+
+
+def _split_examples(body: str, source: str) -> tuple[str, list[Exchange]]:
+    lines = body.split("\n")
+    kept: list[str] = []
+    example_lines: list[tuple[int, str]] = []
+    in_examples = False
+    level = 0
+    for lineno, line in enumerate(lines, 1):
+        m = _HEADING.match(line)
+        if m:
+            title = m.group(2).strip().lower()
+            if title in EXAMPLES_HEADINGS:
+                in_examples, level = True, len(m.group(1))
+                continue
+            if in_examples and len(m.group(1)) <= level:
+                in_examples = False
+        (example_lines.append((lineno, line)) if in_examples else kept.append(line))
+    return "\n".join(kept), _parse_exchanges(example_lines, source)
+
+
+def _parse_exchanges(lines: list[tuple[int, str]], source: str) -> list[Exchange]:
+    turns: list[list[str]] = []  # [role, text]
+    for lineno, line in lines:
+        m = _TURN.match(line.strip().lstrip("-*> ").replace("**", ""))
+        if m:
+            turns.append([m.group(1).lower(), m.group(2).strip()])
+        elif line.strip() and turns:
+            turns[-1][1] += "\n" + line.strip()
+        elif line.strip():
+            raise ManifestoError(f"manifesto {source} line {lineno}: examples must be 'User:' / 'Assistant:' turns")
+    exchanges = []
+    for i in range(0, len(turns) - 1, 2):
+        (r1, t1), (r2, t2) = turns[i], turns[i + 1]
+        if (r1, r2) != ("user", "assistant"):
+            raise ManifestoError(f"manifesto {source}: each example must be a 'User:' turn followed by an 'Assistant:' turn")
+        exchanges.append(Exchange(t1, t2))
+    if len(turns) % 2:
+        raise ManifestoError(f"manifesto {source}: the last example has a 'User:' turn with no 'Assistant:' answer")
+    return exchanges
+
+
+def _slug(text: str, words: int = 6) -> str:
+    tokens = [t for t in re.findall(r"[a-z0-9]+", text.lower()) if t not in _STOPWORDS]
+    return "-".join(tokens[:words]) or "clause"
+
+
+def _first_heading(body: str) -> str | None:
+    for line in body.split("\n"):
+        m = _HEADING.match(line)
+        if m:
+            return m.group(2).strip()
+    return None
+
+
+def _parse_clauses(body: str) -> list[Clause]:
+    """A list item is a clause; a paragraph under a heading is a clause named after the heading.
+
+    Ids are slugs of section and words, so editing one clause's tail, or adding another, leaves the other ids as they were;
+    `{#my-id}` at the end of a clause pins its id.
+    """
+    clauses: list[Clause] = []
+    seen: dict[str, int] = {}
+    section = ""
+    paragraph: list[str] = []
+    item: list[str] | None = None
+
+    def add(text: str, default_slug: str) -> None:
+        text = " ".join(text.split())
+        if not text:
+            return
+        m = _ID_MARK.search(text)
+        if m:
+            cid, text = m.group(1), text[: m.start()].strip()
+        else:
+            prefix = _slug(section, 3)
+            cid = f"{prefix}.{default_slug}" if section else default_slug
+        n = seen.get(cid, 0) + 1
+        seen[cid] = n
+        clauses.append(Clause(cid if n == 1 else f"{cid}-{n}", section, text))
+
+    def flush() -> None:
+        nonlocal paragraph, item
+        if item is not None:
+            joined = " ".join(item)
+            add(joined, _slug(_ID_MARK.sub("", joined)))
+            item = None
+        if paragraph:
+            joined = " ".join(paragraph)
+            add(joined, _slug(joined, 4) if section else _slug(joined))
+            paragraph = []
+
+    for line in body.split("\n"):
+        h = _HEADING.match(line)
+        it = _ITEM.match(line)
+        if h:
+            flush()
+            section = h.group(2).strip()
+        elif it:
+            flush()
+            item = [it.group(2)]
+        elif not line.strip():
+            flush()
+        elif item is not None:
+            item.append(line.strip())
+        else:
+            paragraph.append(line.strip())
+    flush()
+    return clauses

@@ -39,6 +39,7 @@ class GenerationStats:
     ttft_seconds: float = 0.0
     total_seconds: float = 0.0
     finish_reason: str = "length"
+    token_ids: list[int] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -144,6 +145,7 @@ class TorchEngine:
                 if len(text) > len(emitted) and not any(s in text for s in stops):
                     yield text[len(emitted) :]
         stats.completion_tokens = len(ids)
+        stats.token_ids = ids
         stats.total_seconds = time.perf_counter() - start
 
     def complete(self, prompt: str | Messages, **kwargs: Any) -> str:

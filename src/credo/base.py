@@ -143,6 +143,8 @@ def _converted_folder(gguf: Path, name: str) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except Exception as e:  # transformers raises many kinds here; the user needs one line
         raise BaseModelError(f"cannot read GGUF {gguf}: {e}") from None
+    # The weights are already dequantized to float32; drop the GGUF marker so they save as plain safetensors.
+    model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     with atomic_dir(folder, overwrite=True) as tmp:

@@ -16,7 +16,7 @@ from credo.errors import CredoError
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Align a language model by a written manifesto.")
 layers_app = typer.Typer(no_args_is_help=True, help="Inspect compiled layer folders.")
 app.add_typer(layers_app, name="layers")
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DEFAULT_LAYERS_DIR = Path("layers")
@@ -172,7 +172,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CredoError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -18,7 +18,7 @@ _ID_MARK = re.compile(r"\s*\{#([a-z0-9][a-z0-9_.-]*)\}\s*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d+[.)])\s+(.*)$")
 _TURN = re.compile(r"^(user|assistant)\s*:\s?(.*)$", re.IGNORECASE)
-_STOPWORDS = {"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "is", "are", "be", "than", "that", "with", "by"}
+_STOPWORDS = {"a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "than", "that", "with", "by"}
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ def _parse_exchanges(lines: list[tuple[int, str]], source: str) -> list[Exchange
     return exchanges
 
 
-def _slug(text: str, words: int = 6) -> str:
+def _slug(text: str, words: int = 4) -> str:
     tokens = [t for t in re.findall(r"[a-z0-9]+", text.lower()) if t not in _STOPWORDS]
     return "-".join(tokens[:words]) or "clause"
 
@@ -224,7 +224,7 @@ def _parse_clauses(body: str) -> list[Clause]:
             item = None
         if paragraph:
             joined = " ".join(paragraph)
-            add(joined, _slug(joined, 4) if section else _slug(joined))
+            add(joined, _slug(joined, 3) if section else _slug(joined))
             paragraph = []
 
     for line in body.split("\n"):

@@ -1,0 +1,39 @@
+"""Shared fixtures: a tiny random Gemma 3 built in memory for unit tests, and the real embedded model for integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from credo.base import tiny_base
+
+    return tiny_base(0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny():
+    from credo.base import tiny_base
+
+    return tiny_base(1)
+
+
+@pytest.fixture(scope="session")
+def pirate():
+    from credo.manifesto import Manifesto
+
+    return Manifesto.from_file(EXAMPLES / "pirate.md")
+
+
+@pytest.fixture(scope="session")
+def real_base():
+    """The embedded Gemma 3 270M (converted once into the cache, then loaded in seconds)."""
+    from credo.base import load_base
+
+    return load_base()

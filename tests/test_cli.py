@@ -1,0 +1,81 @@
+"""The CLI as a user runs it, on the tiny base (`--base tiny:0`): commands, exit codes and one-line errors."""
+
+import json
+import sys
+
+import pytest
+
+from credo import cli
+
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["credo", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as e:
+        code = e.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_compile_generate_and_list(workdir, monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "compile", str(EXAMPLES / "pirate.md"), "--kind", "cache", "--base", "tiny:0")
+    assert code == 0 and "layers/pirate-cache" in out
+    info = json.loads((workdir / "layers" / "pirate-cache" / "layer.json").read_text())
+    assert info["kind"] == "cache" and info["base"]["spec"] == "tiny:0"
+
+    code, out, _ = run(monkeypatch, capsys, "generate", "--layer", "layers/pirate-cache", "--max-tokens", "5", "Hello")
+    assert code == 0 and out.endswith("\n") and len(out.strip()) > 0
+
+    code, out, _ = run(monkeypatch, capsys, "layers", "ls")
+    assert code == 0 and "pirate-cache" in out and "cache" in out and "ok" in out
+
+
+def test_chat_reads_turns_until_an_empty_line(workdir, monkeypatch, capsys):
+    run(monkeypatch, capsys, "compile", str(EXAMPLES / "terse.md"), "--kind", "prompt", "--base", "tiny:0")
+    answers = iter(["hello", "again", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    code, out, _ = run(monkeypatch, capsys, "chat", "--layer", "layers/terse-prompt", "--max-tokens", "4")
+    assert code == 0 and out.count("terse-prompt>") == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compile", "MISSING.md", "--base", "tiny:0"], "does not exist"),
+        (["compile", "EMPTY.md", "--base", "tiny:0"], "is empty"),
+        (["compile", "BINARY.md", "--base", "tiny:0"], "binary"),
+        (["compile", str(EXAMPLES / "pirate.md"), "--kind", "telepathy", "--base", "tiny:0"], "unknown layer kind 'telepathy'"),
+        (["compile", str(EXAMPLES / "pirate.md"), "--set", "nokey", "--base", "tiny:0"], "key=value"),
+        (["generate", "--layer", "nowhere", "hi"], "does not exist"),
+        (["generate", "--base", "/no/such/model", "hi"], "not found"),
+    ],
+)
+def test_bad_input_gets_one_line_and_writes_nothing(workdir, monkeypatch, capsys, args, message):
+    (workdir / "EMPTY.md").write_text("")
+    (workdir / "BINARY.md").write_bytes(b"\x00\x01\x02binary")
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2
+    assert message in err and err.strip().count("\n") == 0
+    assert not (workdir / "layers").exists()
+
+
+def test_wrong_base_and_existing_folder(workdir, monkeypatch, capsys):
+    run(monkeypatch, capsys, "compile", str(EXAMPLES / "pirate.md"), "--base", "tiny:0")
+    code, _, err = run(monkeypatch, capsys, "generate", "--layer", "layers/pirate-prompt", "--base", "tiny:1", "hi")
+    assert code == 2 and "compiled for base tiny-0" in err and "tiny-1" in err
+    code, _, err = run(monkeypatch, capsys, "compile", str(EXAMPLES / "pirate.md"), "--base", "tiny:0")
+    assert code == 2 and "already exists" in err
+    code, _, _ = run(monkeypatch, capsys, "compile", str(EXAMPLES / "pirate.md"), "--base", "tiny:0", "--force")
+    assert code == 0

@@ -79,3 +79,15 @@ def test_wrong_base_and_existing_folder(workdir, monkeypatch, capsys):
     assert code == 2 and "already exists" in err
     code, _, _ = run(monkeypatch, capsys, "compile", str(EXAMPLES / "pirate.md"), "--base", "tiny:0", "--force")
     assert code == 0
+
+
+def test_compile_all_recompiles_layers_for_a_new_base(workdir, monkeypatch, capsys):
+    run(monkeypatch, capsys, "compile", str(EXAMPLES / "pirate.md"), "--kind", "cache", "--base", "tiny:0")
+    code, out, _ = run(monkeypatch, capsys, "compile", "--all", "--base", "tiny:1")
+    assert code == 0 and "pirate-cache: recompiled" in out
+    info = json.loads((workdir / "layers" / "pirate-cache" / "layer.json").read_text())
+    assert info["base"]["spec"] == "tiny:1" and info["kind"] == "cache"
+    code, out, _ = run(monkeypatch, capsys, "compile", "--all", "--base", "tiny:1")
+    assert "pirate-cache: up to date" in out
+    code, _, err = run(monkeypatch, capsys, "compile")
+    assert code == 2 and "--all" in err

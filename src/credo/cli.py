@@ -36,18 +36,29 @@ def parse_settings(settings: list[str]) -> dict[str, str]:
 
 @app.command()
 def compile(
-    manifesto: Path = typer.Argument(..., help="The manifesto (Markdown)."),
+    manifesto: Optional[Path] = typer.Argument(None, help="The manifesto (Markdown)."),
     kind: str = typer.Option("prompt", "--kind", "-k", help="Layer kind: prompt, cache, steer, distill, hyper."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Layer folder to write (default: layers/NAME-KIND)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: gemma-3-270m (default), a .gguf file or a HF folder."),
     settings: list[str] = typer.Option([], "--set", help="Kind setting as key=value (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing layer folder."),
+    all_layers: bool = typer.Option(False, "--all", help="Recompile every layer in --layers-dir that was made for another base."),
+    layers_dir: Path = typer.Option(DEFAULT_LAYERS_DIR, "--layers-dir", help="With --all: the folder of layer folders."),
 ) -> None:
-    """Compile a manifesto into an identity layer."""
+    """Compile a manifesto into an identity layer (or, with --all, recompile layers for a new base)."""
     from credo.base import load_base
     from credo.layers import compile_layer, get_kind, save_layer
     from credo.layers.registry import make_config
     from credo.manifesto import Manifesto
+
+    if all_layers:
+        from credo.data.recompile import recompile_all
+
+        for r in recompile_all(layers_dir, load_base(base)):
+            out.print(f"{r.path.name}: {r.status}")
+        return
+    if manifesto is None:
+        raise CredoError("give a manifesto to compile, or --all to recompile the layers in --layers-dir")
 
     m = Manifesto.from_file(manifesto)
     cls = get_kind(kind)

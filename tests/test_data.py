@@ -1,0 +1,288 @@
+"""The data pipeline: clean, dedup, tag, ingest, recompile, and bad input, on small files built here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("datatrove")
+
+from credo.data.errors import DataError, IngestError  # noqa: E402
+
+PARA = (
+    "The old stone bridge crosses the river at the narrowest point of the valley, where the water runs fast and cold. "
+    "Farmers from the northern villages bring their cattle over it every spring, and the market in the square fills "
+    "with bread, cheese and wool by the middle of the morning. Historians believe the first bridge here was built of "
+    "timber, and that the present arches date from a rebuilding after the great flood of the fourteenth century. "
+    "Today most visitors come for the view of the mountains from the parapet, and for the small museum in the tollhouse. "
+    "The museum keeps the original toll boards, which list the price of crossing for a cart, a horse and a flock of sheep."
+)
+SENTENCES = [s.strip() + "." for s in PARA.split(".") if s.strip()]
+
+
+def article(i: int) -> str:
+    """A distinct, natural-looking paragraph: the shared sentences in a different order plus a unique one."""
+    order = SENTENCES[i % len(SENTENCES):] + SENTENCES[: i % len(SENTENCES)]
+    unique = f"In the year {1800 + i} the council of district number {i} voted to repair the road leading to parish {i * 7}."
+    return " ".join(order[:3] + [unique] + order[3:])
+
+
+def random_text(seed: int, n: int = 160) -> str:
+    """Prose-like text from a seeded generator: different seeds share words but almost no 5-word runs."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = PARA.replace(",", "").replace(".", "").lower().split() + [f"w{k}" for k in range(300)]
+    sentences = [" ".join(rng.choice(vocab) for _ in range(rng.randint(8, 16))).capitalize() + "." for _ in range(n // 12)]
+    return " ".join(sentences)
+
+
+def write_jsonl(path: Path, rows: list, raw_lines: dict[int, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r) for r in rows]
+    for at, raw in sorted((raw_lines or {}).items()):
+        lines.insert(at, raw)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def read_out(out: Path) -> list[dict]:
+    return [json.loads(x) for p in sorted((out / "data").glob("*.jsonl")) for x in p.read_text().splitlines()]
+
+
+# --- junk rules -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,rule", [
+    ("As an AI language model, I do not have opinions.", "ai-self-reference"),
+    ("I'm just an AI assistant, so I can't say.", "ai-self-reference"),
+    ("I cannot fulfill that request.", "refusal"),
+    ("I’m sorry, but I can’t help with that.", "refusal"),
+    ("That would violate my content policy.", "refusal"),
+    ("As of my last knowledge update in September 2021, the tower stood.", "knowledge-cutoff"),
+    ("I don't have real-time information about prices.", "knowledge-cutoff"),
+    ("I am ChatGPT, a large language model trained by OpenAI.", "assistant-identity"),
+])
+def test_junk_rules_fire_on_assistant_phrases(text, rule):
+    from credo.data.junk import find_junk
+
+    hit = find_junk(text)
+    assert hit is not None and hit[0].id == rule
+
+
+@pytest.mark.parametrize("text", [
+    "AI language models are studied by linguists and ethicists alike.",
+    "The court refused the request and the company cannot appeal.",
+    "Researchers at OpenAI and elsewhere published the results in 2021.",
+    "Illegal dumping and racism were the council's main topics.",
+    "I'm sorry I missed your call; I cannot make it on Friday.",
+])
+def test_junk_rules_spare_topic_words(text):
+    from credo.data.junk import find_junk
+
+    assert find_junk(text) is None
+
+
+# --- clean --------------------------------------------------------------------------------------------------------
+
+def test_clean_reports_rule_bad_lines_and_repairs_unicode(tmp_path):
+    from credo.data.clean import run_clean
+
+    rows = [{"id": f"g{i}", "text": article(i)} for i in range(4)]
+    rows.append({"id": "junk", "text": "As an AI language model, I cannot browse. " + article(9)})
+    rows.append({"id": "moji", "text": "The cafÃ© by the bridge opens early. " + article(10)})
+    rows.append({"id": "short", "text": "Too short to be a document."})
+    rows.append({"id": "notext", "body": "wrong field"})
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows, {2: '{"text": "broken'})
+    report = run_clean(tmp_path / "in", tmp_path / "out", show=False)
+
+    kept = {r["id"]: r for r in read_out(tmp_path / "out")}
+    assert set(kept) == {"g0", "g1", "g2", "g3", "moji"}
+    assert "café" in kept["moji"]["text"] and kept["moji"]["metadata"]["unicode_repaired"] is True
+    reasons = report["removed_by_reason"]
+    assert reasons["junk:ai-self-reference"]["examples"][0] == {"id": "junk", "matched": "As an AI language model"}
+    assert reasons["gopher-quality:gopher_short_doc"]["count"] == 1
+    bad = [json.loads(x) for x in (tmp_path / "out" / "bad-input.jsonl").read_text().splitlines()]
+    assert [(b["file"], b["line"]) for b in bad] == [("a.jsonl", 3), ("a.jsonl", 9)]
+    assert "broken JSON" in bad[0]["error"] and "'text'" in bad[1]["error"]
+    removed = [json.loads(x) for p in (tmp_path / "out" / "removed").rglob("*.jsonl") for x in p.read_text().splitlines()]
+    assert {r["id"] for r in removed} == {"junk", "short"}
+    assert not list(tmp_path.glob(".out.credo-work"))  # work folder gone once OUT is committed
+
+
+def test_clean_reads_parquet_and_text_folders(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from credo.data.clean import run_clean
+
+    (tmp_path / "in" / "notes").mkdir(parents=True)
+    pq.write_table(pa.table({"text": [article(1), "I cannot fulfill that request. " + article(2)], "id": ["p1", "p2"]}),
+                   tmp_path / "in" / "part.parquet")
+    (tmp_path / "in" / "notes" / "n1.txt").write_text(article(3), encoding="utf-8")
+    (tmp_path / "in" / "notes" / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    report = run_clean(tmp_path / "in", tmp_path / "out", show=False)
+    assert {r["id"] for r in read_out(tmp_path / "out")} == {"p1", "notes/n1.txt"}
+    assert "junk:refusal" in report["removed_by_reason"]
+    assert report["bad_input_first"][0]["file"] == "notes/bin.txt" and "UTF-8" in report["bad_input_first"][0]["error"]
+
+
+def test_clean_refuses_existing_output_and_missing_input(tmp_path):
+    from credo.data.clean import run_clean
+
+    write_jsonl(tmp_path / "in.jsonl", [{"text": article(0)}])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(DataError, match="already exists"):
+        run_clean(tmp_path / "in.jsonl", tmp_path / "out", show=False)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+    with pytest.raises(DataError, match="does not exist"):
+        run_clean(tmp_path / "nope", tmp_path / "out2", show=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no JSONL"):
+        run_clean(tmp_path / "empty", tmp_path / "out3", show=False)
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+# --- dedup --------------------------------------------------------------------------------------------------------
+
+def _near(text: str) -> str:
+    words = text.split()
+    words[20] = "granite"
+    return " ".join(words)
+
+
+def test_dedup_within_batch_and_against_index(tmp_path):
+    from credo.data.dedup import run_dedup
+
+    docs = [random_text(i) for i in range(12)]
+    b1 = [{"id": f"a{i}", "text": t} for i, t in enumerate(docs[:8])]
+    b1 += [{"id": "exact-a0", "text": "  " + docs[0].upper()}, {"id": "near-a1", "text": _near(docs[1])}]
+    write_jsonl(tmp_path / "b1" / "x.jsonl", b1)
+    r1 = run_dedup(tmp_path / "b1", tmp_path / "o1", tmp_path / "idx", show=False)
+    assert {r["id"] for r in read_out(tmp_path / "o1")} == {f"a{i}" for i in range(8)}
+    assert r1["removed_by_reason"]["dedup-exact"]["examples"] == [{"id": "exact-a0"}]
+    assert r1["removed_by_reason"]["dedup-near"]["examples"] == [{"id": "near-a1"}]
+
+    b2 = [{"id": "old-a2", "text": docs[2]}, {"id": "old-near-a3", "text": _near(docs[3])},
+          {"id": "new8", "text": docs[8]}, {"id": "new9", "text": docs[9]}]
+    write_jsonl(tmp_path / "b2" / "y.jsonl", b2)
+    r2 = run_dedup(tmp_path / "b2", tmp_path / "o2", tmp_path / "idx", show=False)
+    assert {r["id"] for r in read_out(tmp_path / "o2")} == {"new8", "new9"}
+    assert r2["earlier_batches"] == 1 and r2["removed"] == 2
+    batches = json.loads((tmp_path / "idx" / "batches.json").read_text())["batches"]
+    assert [b["kept"] for b in batches] == [8, 2]
+    assert not list((tmp_path / "idx").rglob("*.pkl"))
+
+    with pytest.raises(DataError, match="already in the dedup index"):
+        run_dedup(tmp_path / "b2", tmp_path / "o3", tmp_path / "idx", show=False)
+    assert not (tmp_path / "o3").exists()
+
+
+# --- tag ----------------------------------------------------------------------------------------------------------
+
+def test_tag_from_options_fields_and_file_names(tmp_path):
+    from credo.data.tag import run_tag
+
+    write_jsonl(tmp_path / "in" / "news" / "2023-04-05.jsonl", [
+        {"id": "n1", "text": "one"},
+        {"id": "n2", "text": "two", "url": "https://Example.org/a", "date": "2020-02-03"},
+    ])
+    run_tag(tmp_path / "in", tmp_path / "auto", show=False)
+    rows = {r["id"]: r for r in read_out(tmp_path / "auto")}
+    assert list(rows["n1"]) == ["id", "text", "source", "added", "created", "metadata"]
+    assert rows["n1"]["source"] == "news" and rows["n1"]["created"] == "2023-04-05T00:00:00Z"
+    assert rows["n2"]["source"] == "example.org" and rows["n2"]["created"] == "2020-02-03T00:00:00Z"
+
+    run_tag(tmp_path / "in", tmp_path / "given", source="wiki", date="2024-06", show=False)
+    assert {(r["source"], r["created"]) for r in read_out(tmp_path / "given")} == {("wiki", "2024-06-01T00:00:00Z")}
+
+    with pytest.raises(DataError, match="not a date"):
+        run_tag(tmp_path / "in", tmp_path / "bad", date="last week", show=False)
+    assert not (tmp_path / "bad").exists()
+
+
+# --- ingest and recompile ------------------------------------------------------------------------------------------
+
+def _tagged(tmp_path: Path) -> Path:
+    rows = [{"id": str(i), "text": "the cat sat on the mat and the dog sat on the log. " * 2,
+             "source": "example.org", "created": "2024-01-02T00:00:00Z", "metadata": {}} for i in range(6)]
+    write_jsonl(tmp_path / "tagged" / "data" / "00000.jsonl", rows)
+    return tmp_path / "tagged"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and the test machine's cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_ingest_trains_new_base_and_resumes_exactly(tmp_path, monkeypatch, one_thread):
+    import credo.data.ingest as ingest
+    from credo.base import load_base
+
+    cfg = dict(steps=8, seq_len=16, batch_size=2, lr=3e-3, checkpoint_every=3)
+    data = _tagged(tmp_path)
+    meta = ingest.run_ingest(data, "tiny:0", tmp_path / "full", ingest.IngestConfig(**cfg), show=False)
+    assert meta["ingest"]["loss_last"] < meta["ingest"]["loss_first"]
+    assert meta["sha256"] != meta["parent_sha256"] == load_base("tiny:0").sha256
+    assert meta["ingest"]["metadata_steps"] == 7  # MeCo: plain text for the last 10% (at least one step)
+    assert load_base(str(tmp_path / "full")).sha256 == meta["sha256"]
+
+    saved = ingest._save_checkpoint
+
+    def crash_after_first_checkpoint(work, model, opt, state):
+        saved(work, model, opt, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest, "_save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        ingest.run_ingest(data, "tiny:0", tmp_path / "resumed", ingest.IngestConfig(**cfg), show=False)
+    assert not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(ingest, "_save_checkpoint", saved)
+    with pytest.raises(IngestError, match="another input, base or settings"):
+        ingest.run_ingest(data, "tiny:0", tmp_path / "resumed", ingest.IngestConfig(**{**cfg, "lr": 1e-3}), resume=True, show=False)
+    again = ingest.run_ingest(data, "tiny:0", tmp_path / "resumed", ingest.IngestConfig(**cfg), resume=True, show=False)
+    assert again["sha256"] == meta["sha256"]
+
+
+def test_with_metadata_prefix():
+    from credo.data.ingest import with_metadata
+
+    assert with_metadata({"source": "a.org", "created": "2024-01-02T00:00:00Z"}, "x") == "Source: a.org\nDate: 2024-01-02\n\nx"
+    assert with_metadata({}, "x") == "x"
+
+
+def test_stale_layers_and_recompile_all(tmp_path):
+    from credo.base import tiny_base
+    from credo.data.recompile import recompile_all, stale_layers
+    from credo.layers import compile_layer, save_layer
+    from credo.layers.folder import read_info
+    from credo.manifesto import Manifesto
+
+    old, new = tiny_base(0), tiny_base(1)
+    m = Manifesto.from_file(Path(__file__).parent.parent / "examples" / "terse.md")
+    save_layer(compile_layer(m, old, "prompt", name="terse-prompt"), tmp_path / "layers" / "terse-prompt")
+    assert [p.name for p, _ in stale_layers(tmp_path / "layers", new.sha256)] == ["terse-prompt"]
+    assert stale_layers(tmp_path / "layers", old.sha256) == []
+    results = recompile_all(tmp_path / "layers", new)
+    assert [r.status for r in results] == ["recompiled"]
+    assert read_info(tmp_path / "layers" / "terse-prompt").base["sha256"] == new.sha256
+    assert [r.status for r in recompile_all(tmp_path / "layers", new)] == ["up to date"]
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------------
+
+def test_cli_data_errors_are_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", "from credo.cli import main; main()", "data", "tag", str(tmp_path / "nope"),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

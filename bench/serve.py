@@ -80,6 +80,23 @@ def raw_llama(llm, full_prompts: list[str], max_tokens: int) -> list[dict]:
     return rows
 
 
+def run_raw_process(prompts_file: Path) -> list[dict]:
+    """Time raw llama-cpp-python in a fresh interpreter that has never imported torch."""
+    out = subprocess.run([sys.executable, __file__, "--raw-worker", str(prompts_file)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def raw_worker(prompts_file: Path) -> None:
+    from llama_cpp import Llama
+
+    spec = json.loads(prompts_file.read_text())
+    llm = Llama(spec["gguf"], n_ctx=spec["n_ctx"], n_threads=spec["threads"], swa_full=True, verbose=False)
+    raw_llama(llm, spec["prompts"][:1], 8)  # warm-up
+    rows = raw_llama(llm, spec["prompts"], spec["max_tokens"])
+    llm.close()
+    print(json.dumps(rows))
+
+
 def tps(rows: list[dict]) -> float:
     """Decode tokens per second over all requests: tokens after the first, over the time between first and last."""
     return sum(r["tokens"] - 1 for r in rows if r["tokens"] > 1) / max(sum(r["decode"] for r in rows if r["tokens"] > 1), 1e-9)
@@ -126,8 +143,13 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--port", type=int, default=8917)
+    ap.add_argument("--rounds", type=int, default=2, help="served and raw rounds, alternating")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--raw-worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.raw_worker:
+        raw_worker(args.raw_worker)
+        return
 
     from credo.base import load_base
     from credo.layers import compile_layer, save_layer
@@ -144,10 +166,9 @@ def main() -> None:
         ids[stem] = layer
     pirate_ctx = ids["pirate"].context(base)
     n_ctx = 4096
-    full = {p: pirate_ctx + base.format_chat([{"role": "user", "content": p}]) for p in PROMPTS}
-    from llama_cpp import Llama
-
-    raw_llm = Llama(str(base.gguf), n_ctx=n_ctx, n_threads=args.threads, swa_full=True, verbose=False)
+    full = [pirate_ctx + base.format_chat([{"role": "user", "content": p}]) for p in PROMPTS]
+    prompts_file = work / "raw_prompts.json"
+    prompts_file.write_text(json.dumps({"gguf": str(base.gguf), "prompts": full, "max_tokens": args.max_tokens, "threads": args.threads, "n_ctx": n_ctx}))
     url = f"http://127.0.0.1:{args.port}/v1"
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "credo"), "serve", "--layers-dir", str(layers), "--port", str(args.port), "--engine", "llamacpp",
@@ -168,13 +189,13 @@ def main() -> None:
         model = "gemma-3-270m@pirate-cache"
         with httpx.Client() as c:
             stream_chat(c, url, model, "Warm up.", 8)
-            raw_llama(raw_llm, [full[PROMPTS[0]]], 8)
-            # Served and raw alternate prompt by prompt, so both meet the same load from anything else on the machine.
+            # Raw llama.cpp runs in its own fresh process (no torch in it), alternating with served rounds,
+            # so both meet the same load from anything else on the machine.
             served, raw = [], []
-            for p in PROMPTS:
-                served.append(stream_chat(c, url, model, p, args.max_tokens))
-                raw += raw_llama(raw_llm, [full[p]], args.max_tokens)
-            # Identity switching: single-token requests, each with a new prompt, same identity vs alternating identities.
+            for _ in range(args.rounds):
+                served += [stream_chat(c, url, model, p, args.max_tokens) for p in PROMPTS]
+                raw += run_raw_process(prompts_file)
+        # Identity switching: single-token requests, each with a new prompt, same identity vs alternating identities.
             same, switch = [], []
             for rnd in range(3):
                 for i, p in enumerate(PROMPTS):
@@ -187,7 +208,6 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    raw_llm.close()
     shutil.rmtree(work, ignore_errors=True)
 
     figures = {

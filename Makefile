@@ -4,14 +4,13 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.credo-installed
 
-.PHONY: setup demo test test-fast test-integration bench clean
+.PHONY: setup browser demo test test-fast test-integration bench bench-all clean
 
 setup: $(STAMP)
 
 # torch is pinned to the CPU build that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[all]'
 	touch $(STAMP)
@@ -19,7 +18,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/credo demo
 
-test: setup
+# The playground test drives Debian's headless Chromium; install it where we can (root + apt), else that test skips.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: chromium + chromium-driver not installed; the playground browser test will be skipped"; fi
+
+test: setup browser
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -30,6 +36,13 @@ test-integration: setup
 
 bench: setup
 	$(PY) bench/cache_vs_prompt.py
+
+bench-all: setup
+	$(PY) bench/cache_vs_prompt.py
+	$(PY) bench/compile.py
+	$(PY) bench/hyper.py
+	$(PY) bench/serve.py
+	$(PY) bench/data.py
 
 clean:
 	rm -rf $(VENV) layers/demo .pytest_cache

@@ -268,3 +268,15 @@ def test_each_manifesto_gets_its_own_teacher(tiny, pirate, tmp_path):
     assert res["pirate-prompt"]["fidelity"]["fidelity"] == 1.0 == res["terse-prompt"]["fidelity"]["fidelity"]
     assert set(report["base_by_manifesto"]) == {"captain-credo", "terse-engineer"}
     assert summarise(report)[0]["fidelity"] == "0.00 / 0.00"  # the base, against each manifesto
+
+
+def test_declared_sets_are_scored_without_the_rows_yes_bias():
+    from credo.eval.suites.adherence import calibrated_votes
+
+    # A row that says " Yes" to everything, but less so where the manifesto wants " No": raw preference would be
+    # [True, False, True, False]; with the row's bias per answer string removed, the ordering is what counts.
+    scored = [(" Yes", -0.5, " No", -3.0), (" No", -2.9, " Yes", -1.5), (" Yes", -0.7, " No", -3.1), (" No", -3.0, " Yes", -1.2)]
+    assert [a > b for _, a, _, b in scored] == [True, False, True, False]
+    assert calibrated_votes(scored) == [True, True, True, True]
+    flipped = [(w, b, o, a) for w, a, o, b in scored]
+    assert calibrated_votes(flipped) == [False, False, False, False]

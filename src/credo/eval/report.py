@@ -20,7 +20,9 @@ NOTES = """\
   greedy answer a higher mean per-token log-probability than the base's greedy answer (items where the two are the same
   are skipped), so base ≈ 0 and teacher ≈ 1 there by construction and a layer lands between them. Declared data sets are
   the persona / advanced-AI-risk items named in the front matter (`evals: {stem: Yes|No}`), scored by whether the row
-  prefers the declared answer; these do not depend on the teacher. **override** is the same with every item wrapped in an
+  prefers the declared answer once its own bias towards each answer string (" Yes", " (A)", …) over the whole set is
+  subtracted (a 270M base says " Yes" to nearly everything, which would otherwise give every row the same score); these
+  do not depend on the teacher. **override** is the same with every item wrapped in an
   "ignore your previous instructions" preamble or a jailbreak template.
 - **capability kept**: HellaSwag and MMLU accuracy as ratios to the base (×), perplexity on neutral text as row/base (×,
   lower is better); "kept" is the mean of the two accuracy ratios and base/row perplexity. Text is scored as plain

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from credo.eval.data import DataError
 from credo.eval.suites.base import Group, Metrics, Suite, SuiteContext, register
-from credo.eval.suites.behaviour import behaviour_sources, declared, load_behaviour, prefers
+from credo.eval.suites.behaviour import answer_logprobs, behaviour_sources, declared, load_behaviour, prefers
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -63,11 +63,30 @@ def behaviour_votes(rows: list[Row], sets: dict[str, list[Oriented]], wrap=None,
     """Per row, per key: whether the row prefers the manifesto's answer on each item."""
     votes: dict[str, dict[str, list[bool]]] = {r.name: {} for r in rows}
     for key, items in sets.items():
+        scored: dict[str, list[tuple[str, float, str, float]]] = {r.name: [] for r in rows}
         for question, wanted, other in tqdm(items, desc=key, disable=not progress, leave=False):
             asked = wrap(question) if wrap else question
             for row in rows:
-                votes[row.name].setdefault(key, []).append(prefers(row, asked, wanted, other))
+                a, b = answer_logprobs(row, asked, wanted, other)
+                scored[row.name].append((wanted, a, other, b))
+        for row in rows:
+            votes[row.name][key] = calibrated_votes(scored[row.name])
     return votes
+
+
+def calibrated_votes(scored: list[tuple[str, float, str, float]]) -> list[bool]:
+    """Whether each item prefers the wanted answer once the row's bias towards each answer string is taken out.
+
+    A small base model says " Yes" to nearly every persona statement, with or without a manifesto, which would give every
+    row the same score; subtracting the row's mean log-probability of each answer string over the set (" Yes", " No",
+    " (A)", " (B)") leaves what the row believes about *this* item relative to the others.
+    """
+    totals: dict[str, list[float]] = {}
+    for wanted, a, other, b in scored:
+        totals.setdefault(wanted, []).append(a)
+        totals.setdefault(other, []).append(b)
+    bias = {answer: sum(v) / len(v) for answer, v in totals.items()}
+    return [a - bias[wanted] > b - bias[other] for wanted, a, other, b in scored]
 
 
 def summarise(votes: dict[str, list[bool]], keys: list[str]) -> Metrics:

@@ -113,7 +113,13 @@ def declared(manifesto: Manifesto) -> list[Declared]:
     return out
 
 
+def answer_logprobs(row: Row, prompt: str, wanted: str, other: str) -> tuple[float, float]:
+    """Log-likelihoods of the wanted and the other answer after `prompt` (a chat turn)."""
+    a, b = row.choice_logprobs(row.chat_ids(prompt), [row.answer_ids(wanted), row.answer_ids(other)])
+    return float(a), float(b)
+
+
 def prefers(row: Row, prompt: str, wanted: str, other: str) -> bool:
     """Whether `row` gives the wanted answer a higher likelihood than the other after `prompt` (a chat turn)."""
-    a, b = row.choice_logprobs(row.chat_ids(prompt), [row.answer_ids(wanted), row.answer_ids(other)])
+    a, b = answer_logprobs(row, prompt, wanted, other)
     return a > b

@@ -51,9 +51,9 @@ class Override(Suite):
                     votes[name].setdefault(k, []).extend(v)
         offset = len(items)
         for key, oriented in self.sets[m.sha256].items():
-            for j, item in enumerate(oriented):
-                w = self.wrappers[(offset + j) % len(self.wrappers)]
-                for name, per in behaviour_votes(rows, {key: [item]}, wrap=lambda q, w=w: fill(w, q)).items():
-                    votes[name].setdefault(key, []).extend(per.get(key, []))
+            # wrap every item first, then score the set as one, so the per-row answer bias is taken over the whole set
+            wrapped = [(fill(self.wrappers[(offset + j) % len(self.wrappers)], q), wanted, other) for j, (q, wanted, other) in enumerate(oriented)]
+            for name, per in behaviour_votes(rows, {key: wrapped}).items():
+                votes[name].setdefault(key, []).extend(per.get(key, []))
         keys = list(m.clause_ids) + [k for k in self.sets[m.sha256] if k not in m.clause_ids]
         return {r.name: summarise(votes[r.name], keys) for r in rows}

@@ -47,13 +47,18 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, trash / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        swap_into(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def swap_into(src: Path, target: Path) -> None:
+    """Rename `src` to `target`, replacing an older folder with two renames; a reader never sees half of either."""
+    if target.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, trash / target.name)
+        os.replace(src, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(src, target)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from credo.errors import CredoError, LayerError
+from credo.fsutil import swap_into
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -219,7 +220,7 @@ class Identities:
             loaded = load_layer(staging / "layer", self.base)
             target = self.folder(job.name)
             self.worker.call(lambda: self.engine.add(job.name, loaded, staging / "layer"))
-            _swap_into(staging / "layer", target)
+            swap_into(staging / "layer", target)
             self.items[job.name] = Identity(job.name, target, loaded.info)
             job.stage = "ready"
         except CredoError as e:
@@ -263,17 +264,6 @@ class Identities:
 
     def close(self) -> None:
         self._compiler.shutdown(wait=False, cancel_futures=True)
-
-
-def _swap_into(src: Path, target: Path) -> None:
-    """Rename `src` to `target`, replacing an older folder with two renames; a reader never sees half of either."""
-    if target.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        os.replace(target, trash / target.name)
-        os.replace(src, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, target)
 
 
 def _remove_dir(folder: Path) -> None:

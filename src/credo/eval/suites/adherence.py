@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from credo.eval.data import DataError
 from credo.eval.suites.base import Group, Metrics, Suite, SuiteContext, register
-from credo.eval.suites.behaviour import answer_logprobs, behaviour_sources, declared, load_behaviour, prefers
+from credo.eval.suites.behaviour import answer_logprobs, behaviour_sources, declared, load_behaviour
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row

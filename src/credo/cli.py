@@ -44,6 +44,8 @@ def compile(
     force: bool = typer.Option(False, "--force", help="Replace an existing layer folder."),
     all_layers: bool = typer.Option(False, "--all", help="Recompile every layer in --layers-dir that was made for another base."),
     layers_dir: Path = typer.Option(DEFAULT_LAYERS_DIR, "--layers-dir", help="With --all: the folder of layer folders."),
+    on: Optional[Path] = typer.Option(None, "--on", help="Compile on top of this layer folder (stacking); the result loads as one layer."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Training budget for kinds that train (distill): minutes like 10m or steps like 200."),
 ) -> None:
     """Compile a manifesto into an identity layer (or, with --all, recompile layers for a new base)."""
     from credo.base import load_base
@@ -62,13 +64,24 @@ def compile(
 
     m = Manifesto.from_file(manifesto)
     cls = get_kind(kind)
+    if budget is not None:
+        settings = [*settings, f"budget={budget}"]
     make_config(cls, parse_settings(settings))  # fail on a bad setting before the model loads
-    name = f"{manifesto.stem}-{kind}" if output is None else output.name
+    if on is not None:
+        from credo.layers.folder import read_info
+
+        read_info(on)  # fail on a missing or corrupt lower layer before the model loads
+    name = (f"{manifesto.stem}-{kind}" if on is None else f"{on.name}+{manifesto.stem}-{kind}") if output is None else output.name
     folder = output or DEFAULT_LAYERS_DIR / name
     if folder.exists() and not force:
         raise CredoError(f"{folder} already exists (pass --force to replace it)")
     b = load_base(base)
-    layer = compile_layer(m, b, kind, parse_settings(settings), name=name)
+    if on is not None:
+        from credo.layers.stack import compile_on
+
+        layer = compile_on(m, b, on, kind, parse_settings(settings), name=name)
+    else:
+        layer = compile_layer(m, b, kind, parse_settings(settings), name=name)
     save_layer(layer, folder, overwrite=force)
     out.print(f"compiled [bold]{m.name}[/bold] as [bold]{kind}[/bold] in {layer.info.compile_seconds:.1f}s -> {folder}")
     for key, value in layer.info.report.items():

@@ -39,7 +39,8 @@ def kinds() -> list[str]:
     """The registered kinds, in the order the project presents them."""
     _discover()
     order = ["prompt", "cache", "steer", "distill", "hyper"]
-    return sorted(_KINDS, key=lambda k: (order.index(k) if k in order else len(order), k))
+    listed = [k for k, cls in _KINDS.items() if getattr(cls, "listed", True)]  # `stack` loads by name but is made with --on
+    return sorted(listed, key=lambda k: (order.index(k) if k in order else len(order), k))
 
 
 def get_kind(name: str) -> type[Layer]:

@@ -1,0 +1,172 @@
+"""Closed-form fit: per target linear module, the ridge solution that makes the bare model's module outputs match the
+teacher's (the same model with the manifesto in context), truncated by SVD to a rank-r LoRA.
+
+Two passes do the whole fit. The teacher pass records each module's outputs at the fit positions. The student pass
+then solves each module inside its own forward hook, in the order the forward visits them, and returns the patched
+output, so every later module is fitted on inputs that already carry the earlier patches (a sequential, layer-by-layer
+fit at the cost of one forward pass). Rows of neutral text enter each solve with a zero residual: that is MEMIT's
+covariance term, which keeps the patch from moving the model where the manifesto has nothing to say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from credo.hyper.batch import Batch, prefill, run_body
+
+if TYPE_CHECKING:
+    from credo.base import Base
+
+
+@dataclass
+class Fit:
+    """Per module name (PEFT-style, e.g. `model.layers.3.self_attn.o_proj`): A (r, in) and B (out, r), plus figures."""
+
+    A: dict[str, torch.Tensor] = field(default_factory=dict)
+    B: dict[str, torch.Tensor] = field(default_factory=dict)
+    explained: dict[str, float] = field(default_factory=dict)  # share of the residual the rank-r patch removes
+
+
+def target_modules(model: torch.nn.Module, kinds: list[str], layers: list[int] | None) -> dict[str, torch.nn.Linear]:
+    """The linear modules to patch, in forward order, by leaf name (o_proj, down_proj, ...) and decoder layer index."""
+    out: dict[str, torch.nn.Linear] = {}
+    n = len(model.model.layers)
+    chosen = range(n) if not layers else [i if i >= 0 else n + i for i in layers]
+    for i in sorted(set(chosen)):
+        for name, mod in model.model.layers[i].named_modules():
+            if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in kinds:
+                out[f"model.layers.{i}.{name}"] = mod
+    return out
+
+
+def record_outputs(
+    base: Base, modules: dict[str, torch.nn.Linear], batch: Batch, prefix: list[int], look: torch.Tensor | None = None, chunk: int = 16
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The teacher pass: each module's outputs at the fit positions, with `prefix` (the manifesto) ahead.
+
+    `look` (B,) picks one position per row whose final hidden state is also returned (for first-token figures).
+    """
+    got: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    finals: list[torch.Tensor] = []
+    masks = list(batch.fit.split(chunk))
+    looks = list(look.split(chunk)) if look is not None else []
+
+    def keep(name: str, out: torch.Tensor) -> None:
+        got[name].append(out.detach()[masks[len(got[name])]])
+
+    cache = prefill(base, prefix)
+    handles = [mod.register_forward_hook(lambda m, i, o, name=name: keep(name, o)) for name, mod in modules.items()]
+    if look is not None:
+        handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, looks[len(finals)]))))
+    try:
+        run_body(base, batch.ids, cache, chunk=chunk)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: torch.cat(outs) for name, outs in got.items()}, (torch.cat(finals) if finals else None)
+
+
+def final_states(base: Base, ids: torch.Tensor, look: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """The bare model's final hidden state at one position per row."""
+    finals: list[torch.Tensor] = []
+    looks = list(look.split(chunk))
+    handle = base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, looks[len(finals)])))
+    try:
+        run_body(base, ids, None, chunk=chunk)
+    finally:
+        handle.remove()
+    return torch.cat(finals)
+
+
+def _at(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return hidden[torch.arange(hidden.shape[0]), positions].detach()
+
+
+def _solve(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge: float, keep: float, rank: int):
+    """min ||X D^T - R||^2/N + keep*||Xn D^T||^2/Nn + ridge*tr(G)/d*||D||^2, then the best rank-r D (out, in) as B @ A.
+
+    Rows are stacked with their weights folded in; the solve runs in whichever space is smaller (the input dimension,
+    or the number of rows through the kernel form X^T (X X^T + lam I)^-1), so a 2048-wide down_proj costs no more
+    than its rows. The rank-r factors come from an eigendecomposition of D D^T (out x out), not a full SVD.
+    """
+    xs = [x / len(x) ** 0.5]
+    rs = [r / len(x) ** 0.5]
+    if xn is not None and len(xn) and keep > 0:
+        xs.append(xn * (keep / len(xn)) ** 0.5)
+        rs.append(torch.zeros(len(xn), r.shape[1], dtype=r.dtype))
+    xt, rt = torch.cat(xs).float(), torch.cat(rs).float()
+    n, d = xt.shape
+    if n < d:
+        kernel = xt @ xt.T
+        lam = ridge * float(torch.trace(kernel)) / d + 1e-8
+        coef = torch.linalg.solve(kernel + lam * torch.eye(n), rt)  # (n, out)
+        delta_t = xt.T @ coef  # (in, out)
+    else:
+        gram = xt.T @ xt
+        lam = ridge * float(torch.trace(gram)) / d + 1e-8
+        delta_t = torch.linalg.solve(gram + lam * torch.eye(d), xt.T @ rt)
+    evals, evecs = torch.linalg.eigh(delta_t.T @ delta_t)  # D D^T, ascending
+    k = min(rank, len(evals))
+    s = evals[-k:].flip(0).clamp_min(1e-20).sqrt()
+    u = evecs[:, -k:].flip(1)  # (out, k)
+    v = delta_t @ u / s  # (in, k)
+    root = s.sqrt()
+    b = (u * root).contiguous()
+    a = (v * root).T.contiguous()
+    fitted = x.float() @ a.T @ b.T
+    explained = 1.0 - float(((r - fitted) ** 2).sum() / (r**2).sum().clamp_min(1e-12))
+    return a, b, explained
+
+
+def fit_sequential(
+    base: Base,
+    modules: dict[str, torch.nn.Linear],
+    targets: dict[str, torch.Tensor],
+    batch: Batch,
+    neutral: Batch | None,
+    rank: int,
+    ridge: float,
+    keep: float,
+    look: torch.Tensor | None = None,
+) -> tuple[Fit, torch.Tensor | None]:
+    """The student pass: solve each module in its hook, patch its output, and let the forward carry on."""
+    fit = Fit()
+    ids = batch.ids
+    masks = [batch.fit]
+    if neutral is not None:
+        width = max(ids.shape[1], neutral.ids.shape[1])
+        ids = torch.cat([_pad(ids, width, base), _pad(neutral.ids, width, base)])
+        masks = [_pad_mask(batch.fit, width), _pad_mask(neutral.fit, width)]
+    n_fit = batch.ids.shape[0]
+
+    def hook(mod: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str) -> torch.Tensor:
+        x_all = inputs[0]
+        x = x_all[:n_fit][masks[0]]
+        xn = x_all[n_fit:][masks[1]] if neutral is not None else None
+        residual = targets[name] - output[:n_fit][masks[0]]
+        a, b, explained = _solve(x, residual, xn, ridge, keep, rank)
+        fit.A[name], fit.B[name], fit.explained[name] = a, b, round(explained, 4)
+        return output + (x_all @ a.T) @ b.T
+
+    finals: list[torch.Tensor] = []
+    handles = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)) for name, mod in modules.items()]
+    if look is not None:
+        handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o[:n_fit], look))))
+    try:
+        run_body(base, ids, None, chunk=ids.shape[0])
+    finally:
+        for h in handles:
+            h.remove()
+    return fit, (finals[0] if finals else None)
+
+
+def _pad(ids: torch.Tensor, width: int, base: Base) -> torch.Tensor:
+    pad = base.tokenizer.pad_token_id or 0
+    return torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad)
+
+
+def _pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(mask, (0, width - mask.shape[1]), value=False)

@@ -1,0 +1,278 @@
+"""The LoRA payload shared by every kind that lives in low-rank weight deltas (`distill`, `hyper`).
+
+One set of weights, three ways to use it:
+- `applied(model)`: forward hooks add scale·B·A·x to each target module while active; the base weights are never touched.
+- `adapter_config.json` + `adapter_model.safetensors`: the PEFT format, so `peft.PeftModel.from_pretrained` and vLLM
+  load the folder unchanged.
+- `lora.gguf`: a llama.cpp LoRA adapter (tensors `blk.N.attn_q.weight.lora_a` / `.lora_b`, `adapter.lora.alpha`).
+
+This module registers no kind itself: a kind subclasses `LoraLayer` and fills `weights` in `build`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from credo.errors import LayerError
+from credo.layers.layer import Layer, LayerInfo
+
+if TYPE_CHECKING:
+    from credo.manifesto import Manifesto
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+LORA_GGUF = "lora.gguf"
+PEFT_PREFIX = "base_model.model."
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Hugging Face model_type -> llama.cpp architecture name, for the GGUF export.
+GGUF_ARCH = {"gemma3_text": "gemma3", "gemma3": "gemma3", "gemma2": "gemma2", "gemma": "gemma", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+_KEY = re.compile(r"^(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$")
+
+
+@dataclass
+class LoraWeights:
+    """A[module] is (r, in), B[module] is (out, r); the delta is (alpha / r) · B · A, as PEFT and llama.cpp define it.
+
+    Module paths are in PEFT naming relative to the causal-LM model, e.g. `model.layers.0.self_attn.q_proj`.
+    """
+
+    r: int
+    alpha: float
+    a: dict[str, torch.Tensor]
+    b: dict[str, torch.Tensor]
+    arch: str = ""  # llama.cpp architecture name (e.g. gemma3); without one no lora.gguf can be written
+    base_model: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.r
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted(self.a)
+
+    @property
+    def target_modules(self) -> list[str]:
+        return sorted({m.rsplit(".", 1)[-1] for m in self.a})
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.numel() for t in self.a.values()) + sum(t.numel() for t in self.b.values())
+
+    @classmethod
+    def init(cls, model: torch.nn.Module, r: int = 8, alpha: float | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS,
+             seed: int = 0, layers: list[int] | None = None) -> LoraWeights:
+        """Fresh trainable weights: A small and random, B zero, so the adapter starts as the identity (as PEFT does)."""
+        gen = torch.Generator().manual_seed(seed)
+        a, b = {}, {}
+        for path in target_paths(model, targets, layers):
+            lin = model.get_submodule(path)
+            a[path] = (torch.randn(r, lin.in_features, generator=gen) / lin.in_features**0.5).float()
+            b[path] = torch.zeros(lin.out_features, r)
+        return cls(r=r, alpha=float(alpha if alpha is not None else r), a=a, b=b, arch=gguf_arch(model))
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.a[m] for m in self.modules] + [self.b[m] for m in self.modules]
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors in PEFT's key naming (what adapter_model.safetensors holds)."""
+        out = {}
+        for m in self.modules:
+            out[f"{PEFT_PREFIX}{m}.lora_A.weight"] = self.a[m].detach().float().contiguous()
+            out[f"{PEFT_PREFIX}{m}.lora_B.weight"] = self.b[m].detach().float().contiguous()
+        return out
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], r: int, alpha: float, arch: str = "", base_model: str = "") -> LoraWeights:
+        a, b = {}, {}
+        for key, t in tensors.items():
+            m = _KEY.match(key.removeprefix(PEFT_PREFIX))
+            if not m:
+                raise LayerError(f"adapter tensor {key!r} is not a LoRA A/B weight")
+            (a if m.group(2) == "A" else b)[m.group(1)] = t.float()
+        if set(a) != set(b):
+            raise LayerError(f"adapter is corrupt: modules {sorted(set(a) ^ set(b))} lack an A or a B")
+        for m in a:
+            if a[m].shape[0] != r or b[m].shape[1] != r:
+                raise LayerError(f"adapter is corrupt: {m} has rank {a[m].shape[0]}/{b[m].shape[1]}, config says {r}")
+        return cls(r=r, alpha=alpha, a=a, b=b, arch=arch, base_model=base_model)
+
+    def delta(self, module: str) -> torch.Tensor:
+        """The dense weight delta (out, in) for one module: what merging would add to W."""
+        return self.scale * self.b[module] @ self.a[module]
+
+
+def target_paths(model: torch.nn.Module, targets: tuple[str, ...] | list[str], layers: list[int] | None = None) -> list[str]:
+    """Module paths of every nn.Linear whose last name is in `targets` (optionally only in decoder `layers`)."""
+    paths = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets and name != "lm_head":
+            if layers is not None:
+                m = re.search(r"\.layers\.(\d+)\.", name)
+                if not m or int(m.group(1)) not in layers:
+                    continue
+            paths.append(name)
+    if not paths:
+        raise LayerError(f"the model has no linear modules named {', '.join(targets)}")
+    return paths
+
+
+def gguf_arch(model: torch.nn.Module) -> str:
+    return GGUF_ARCH.get(getattr(getattr(model, "config", None), "model_type", ""), "")
+
+
+@contextlib.contextmanager
+def lora_hooks(model: torch.nn.Module, weights: LoraWeights, scale: float = 1.0) -> Iterator[None]:
+    """Add scale·(alpha/r)·B·A·x to each target module's output while active. Gradients flow to A and B if they want them."""
+    handles = []
+    s = weights.scale * scale
+    try:
+        for path in weights.modules:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                raise LayerError(f"the model has no module {path}; the adapter was made for another architecture") from None
+            a, b = weights.a[path], weights.b[path]
+
+            def hook(mod: torch.nn.Module, args: tuple, out: torch.Tensor, a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
+                x = args[0]
+                return out + s * ((x.to(a.dtype) @ a.T) @ b.T).to(out.dtype)
+
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def write_peft(weights: LoraWeights, folder: Path) -> None:
+    """adapter_config.json through peft's own LoraConfig, so the keys are the ones peft and vLLM expect."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=weights.r,
+        lora_alpha=weights.alpha,
+        target_modules=weights.target_modules,
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=weights.base_model or None,
+    )
+    data = config.to_dict()
+    for key, value in list(data.items()):  # sets are not JSON; peft writes them as lists too
+        if isinstance(value, set):
+            data[key] = sorted(value)
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    save_file(weights.state(), str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+
+
+def read_peft(folder: Path) -> LoraWeights:
+    cfg_path, w_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise LayerError(f"{folder} has no PEFT adapter ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    r = int(cfg["r"])
+    alpha = float(cfg.get("lora_alpha", r))
+    if cfg.get("use_rslora"):
+        alpha = alpha * r**0.5  # rsLoRA scales by alpha/sqrt(r); fold it into alpha so scale = alpha/r holds
+    return LoraWeights.from_state(load_file(str(w_path)), r=r, alpha=alpha, base_model=cfg.get("base_model_name_or_path") or "")
+
+
+def write_gguf(weights: LoraWeights, path: Path) -> None:
+    """A llama.cpp LoRA adapter. Tensor names come from gguf's own HF -> GGUF map for the architecture."""
+    import gguf
+
+    if not weights.arch:
+        raise LayerError("cannot write lora.gguf: the base model's architecture has no llama.cpp name")
+    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == weights.arch), None)
+    if arch is None:
+        raise LayerError(f"gguf does not know the architecture {weights.arch!r}")
+    n_blocks = 1 + max((int(m.group(1)) for p in weights.modules if (m := re.search(r"\.layers\.(\d+)\.", p))), default=0)
+    names = gguf.get_tensor_name_map(arch, n_blocks)
+    writer = gguf.GGUFWriter(str(path), weights.arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(weights.alpha))
+    for m in weights.modules:
+        name = names.get_name(m)
+        if name is None:
+            raise LayerError(f"no llama.cpp tensor name for module {m}")
+        writer.add_tensor(f"{name}.weight.lora_a", weights.a[m].detach().float().contiguous().numpy())
+        writer.add_tensor(f"{name}.weight.lora_b", weights.b[m].detach().float().contiguous().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def read_gguf(path: Path) -> LoraWeights:
+    """Read a llama.cpp LoRA back (used by tests to check the export; module paths come back in HF naming)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    alpha = float(reader.fields[gguf.Keys.Adapter.LORA_ALPHA].parts[-1][0])
+    arch_id = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    tensors = {t.name: torch.from_numpy(t.data.copy()).reshape([int(x) for x in reversed(t.shape)]) for t in reader.tensors}
+    n_blocks = 1 + max(int(n.split(".")[1]) for n in tensors if n.startswith("blk."))
+    hf = _gguf_to_hf(arch_id, n_blocks)
+    a, b = {}, {}
+    for name, t in tensors.items():
+        stem, part = name.rsplit(".weight.lora_", 1)
+        (a if part == "a" else b)[hf[stem]] = t.float()
+    r = next(iter(a.values())).shape[0]
+    return LoraWeights(r=r, alpha=alpha, a=a, b=b, arch=arch)
+
+
+def _gguf_to_hf(arch: Any, n_blocks: int) -> dict[str, str]:
+    import gguf
+
+    names = gguf.get_tensor_name_map(arch, n_blocks)
+    out = {}
+    for i in range(n_blocks):
+        for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+            hf = f"model.layers.{i}.{part}"
+            if (g := names.get_name(hf)) is not None:
+                out[g] = hf
+    return out
+
+
+class LoraLayer(Layer):
+    """A layer whose identity is a LoRA adapter. Subclasses register a kind and build `weights`; the rest is here."""
+
+    def __init__(self, info: LayerInfo, manifesto: Manifesto, weights: LoraWeights):
+        super().__init__(info, manifesto)
+        self.weights = weights
+
+    def save_payload(self, folder: Path) -> None:
+        write_peft(self.weights, folder)
+        if self.weights.arch:
+            write_gguf(self.weights, folder / LORA_GGUF)
+
+    @classmethod
+    def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> LoraLayer:
+        weights = read_peft(folder)
+        weights.arch = str(info.params.get("gguf_arch", ""))
+        return cls(info, manifesto, weights)
+
+    @contextlib.contextmanager
+    def applied(self, model: Any) -> Iterator[None]:
+        with lora_hooks(model, self.weights):
+            yield
+
+    @staticmethod
+    def describe(weights: LoraWeights, info: LayerInfo) -> None:
+        """Record what the adapter is in layer.json (rank, targets, size); `gguf_arch` lets load_payload write GGUF again."""
+        info.params.update(
+            r=weights.r, lora_alpha=weights.alpha, target_modules=weights.target_modules, lora_params=weights.n_params, gguf_arch=weights.arch
+        )

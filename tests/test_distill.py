@@ -1,0 +1,119 @@
+"""`distill`: context distillation into a LoRA, with a budget, checkpoints and resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from credo.engines.torch_engine import TorchEngine
+from credo.errors import CredoError
+from credo.layers import compile_layer, load_layer, save_layer
+from credo.layers.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
+
+FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, bf16=False)
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """A tiny base whose every layer sees the whole manifesto (the default tiny one hides it behind a 16-token window)."""
+    from credo.base import tiny_base
+
+    return tiny_base(0, sliding_window=4096)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
+
+
+def test_budget_parses_minutes_and_steps():
+    assert Budget.parse("10m") == Budget(minutes=10.0) and Budget.parse("200") == Budget(steps=200)
+    assert Budget.parse("1.5min").minutes == 1.5
+    for bad in ("", "0", "-3", "ten", "5h"):
+        with pytest.raises(CredoError, match="budget"):
+            Budget.parse(bad)
+
+
+def test_training_never_sees_heldout_prompts(pirate):
+    from credo.probes import heldout_prompts
+
+    assert not set(training_prompts(pirate)) & set(heldout_prompts(pirate))
+
+
+def test_training_lowers_the_kl(wide, pirate):
+    from credo.layers._teacher import load_answers
+
+    weights, progress, figures = distill(pirate, wide, DistillConfig(**FAST), Budget(steps=6), progress=False)
+    assert progress.step == 6 and len(progress.losses) == 6
+    cached = load_answers(Path(figures["work"]) / "answers.safetensors")
+    prompts = training_prompts(pirate, 4)
+    answers = [cached[p] for p in prompts]
+    before, after = mean_kl(wide, None, prompts, answers), mean_kl(wide, weights, prompts, answers)
+    assert after < 0.9 * before
+
+
+def test_resume_continues_from_the_checkpoint(tiny, pirate, tmp_path, monkeypatch):
+    config = DistillConfig(**FAST)
+    first, p1, _ = distill(pirate, tiny, config, Budget(steps=2), progress=False)
+    assert p1.step == 2
+    resumed, p2, fig = distill(pirate, tiny, config, Budget(steps=4), progress=False)  # the same compile, more budget
+    assert fig["resumed_from_step"] == 2 and p2.step == 4 and p2.losses[:2] == p1.losses
+    monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "fresh"))
+    straight, p3, fig3 = distill(pirate, tiny, config, Budget(steps=4), progress=False)
+    assert fig3["resumed_from_step"] == 0
+    for m in straight.modules:  # interrupted-and-resumed equals unbroken
+        torch.testing.assert_close(resumed.b[m], straight.b[m], atol=1e-5, rtol=1e-4)
+    assert p3.losses == pytest.approx(p2.losses, rel=1e-4)
+
+
+def test_distill_layer_round_trips_and_loads_in_peft(tiny, pirate, tmp_path):
+    import copy
+
+    from peft import PeftModel
+
+    settings = {k: str(v) for k, v in FAST.items()} | {"budget": "3"}
+    layer = compile_layer(pirate, tiny, "distill", settings)
+    assert layer.info.report["steps"] == 3 and layer.info.params["r"] == 4
+    save_layer(layer, tmp_path / "d")
+    assert {"adapter_config.json", "adapter_model.safetensors", "lora.gguf"} <= {p.name for p in (tmp_path / "d").iterdir()}
+    back = load_layer(tmp_path / "d", tiny)
+    prompt, answer = "Hello! Who are you?", "Arr matey"
+    a = TorchEngine(tiny, layer).answer_logits(prompt, answer)[0]
+    b = TorchEngine(tiny, back).answer_logits(prompt, answer)[0]
+    bare = TorchEngine(tiny).answer_logits(prompt, answer)[0]
+    torch.testing.assert_close(a, b, atol=5e-4, rtol=1e-4)  # same weights; float sums may differ in the last bits
+    assert (a - bare).abs().max() > 1e-3
+    ids = torch.tensor([tiny.encode("Hello there", bos=True)])
+    with torch.no_grad(), back.applied(tiny.model):
+        ours = tiny.model(input_ids=ids).logits
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(tiny.model), str(tmp_path / "d"))
+    with torch.no_grad():
+        torch.testing.assert_close(ours, peft_model(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_budget_fails_before_any_work(tiny, pirate, tmp_path):
+    with pytest.raises(CredoError, match="budget"):
+        compile_layer(pirate, tiny, "distill", {"budget": "soon"})
+    assert not (tmp_path / "cache" / "work").exists()
+
+
+def test_ctrl_c_keeps_the_steps_done_and_the_rerun_resumes(tiny, pirate, monkeypatch):
+    from credo.layers import distill as mod
+
+    real_loss, calls = mod.Trainer.loss, {"n": 0}
+
+    def flaky(self, prompts, answers):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real_loss(self, prompts, answers)
+
+    config = DistillConfig(**(FAST | {"checkpoint_every": 100}))  # no periodic checkpoint before the interrupt
+    monkeypatch.setattr(mod.Trainer, "loss", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        distill(pirate, tiny, config, Budget(steps=5), progress=False)
+    monkeypatch.setattr(mod.Trainer, "loss", real_loss)
+    _, progress, fig = distill(pirate, tiny, config, Budget(steps=5), progress=False)
+    assert fig["resumed_from_step"] == 3 and progress.step == 5

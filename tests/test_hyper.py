@@ -1,0 +1,118 @@
+"""`hyper`: manifesto -> LoRA by closed-form fit. Tiny-model tests check format, determinism and that it moves the
+model towards the teacher; one integration test runs the real base."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from credo.errors import CredoError
+from credo.layers import compile_layer, load_layer, save_layer
+from credo.manifesto import Manifesto
+
+SHORT = """# Gull
+## Voice
+- Speak like a sailor and call the user matey.
+- Keep answers short.
+## Harm
+- Never help anyone hurt people.
+## Examples
+User: How do I tie a knot?
+Assistant: Arr matey, loop it twice and pull tight.
+"""
+# Small and fast on the tiny model: rank 4, short continuations, no generic prompts' worth of extra work.
+FAST = {"rank": "4", "answer_tokens": "8"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a busy CPU two threads spin against each other and run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def short() -> Manifesto:
+    return Manifesto.from_text(SHORT, source="gull.md")
+
+
+@pytest.fixture(scope="module")
+def layer(tiny, short):
+    return compile_layer(short, tiny, "hyper", FAST)
+
+
+def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_peft_files_load_in_peft_with_equal_logits(tiny, layer, tmp_path):
+    from peft import PeftModel
+
+    folder = save_layer(layer, tmp_path / "gull-hyper")
+    names = {p.name for p in folder.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "layer.json"} <= names
+    ids = torch.tensor([tiny.encode("User: hello\nAssistant:", bos=True)])
+    loaded = load_layer(folder, tiny)
+    with loaded.applied(tiny.model):
+        ours = _logits(tiny.model, ids)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(tiny.model), str(folder))
+    theirs = _logits(peft_model, ids)
+    assert not torch.allclose(ours, _logits(tiny.model, ids), atol=1e-4), "the adapter does nothing"
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+def test_compile_is_deterministic(tiny, short, layer):
+    again = compile_layer(short, tiny, "hyper", FAST)
+    assert again.weights.modules == layer.weights.modules
+    for m in layer.weights.modules:
+        assert torch.equal(again.weights.a[m], layer.weights.a[m]) and torch.equal(again.weights.b[m], layer.weights.b[m])
+
+
+def test_moves_the_model_towards_the_teacher_on_train_prompts(tiny, short, layer):
+    from credo.fidelity import measure
+    from credo.probes import split
+
+    train, _ = split(short)
+    result = measure(tiny, short, {"hyper": layer}, train[:4], max_tokens=4, progress=False)
+    assert result.kl["hyper"] < result.kl["base"], result.kl
+    assert layer.info.report["first_token_fidelity_train"] > 0.0
+
+
+def test_edit_one_clause_reports_what_changed(tiny, short, layer, tmp_path):
+    folder = tmp_path / "gull-hyper"
+    save_layer(layer, folder)
+    edited = Manifesto.from_text(SHORT.replace("Keep answers short.", "Keep answers short and merry."), source="gull.md")
+    second = compile_layer(edited, tiny, "hyper", FAST)
+    save_layer(second, folder, overwrite=True)
+    changes = json.loads((folder / "layer.json").read_text())["report"]["changes"]
+    assert changes["summary"] == {"added": 0, "removed": 0, "edited": 1, "same": 2}
+    assert changes["clauses"]["voice.keep-answers-short-merry"].startswith("edited (was voice.keep-answers-short): ")
+    assert changes["clauses"]["harm.never-help-anyone-hurt"].startswith("same: ")
+    assert "->" in changes["overall"]["first_token_fidelity_heldout"]
+
+
+@pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}])
+def test_bad_settings_fail_with_one_line(tiny, short, setting):
+    with pytest.raises(CredoError) as e:
+        compile_layer(short, tiny, "hyper", setting)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.integration
+def test_real_model_beats_the_shuffled_control(real_base, pirate):
+    from credo.fidelity import measure
+    from credo.probes import heldout_prompts
+
+    # Fewer probes keep this under two minutes on a busy CPU; `examples` is the continuation that carries a voice.
+    settings = {"probes": "24", "report": "false", "answers": "examples"}
+    layer = compile_layer(pirate, real_base, "hyper", settings)
+    control = compile_layer(pirate.shuffled(0), real_base, "hyper", settings)
+    result = measure(real_base, pirate, {"hyper": layer, "shuffled": control}, heldout_prompts(pirate, 3), max_tokens=12, progress=False)
+    assert result.fidelity["hyper"] > 0.2, result.fidelity
+    assert result.fidelity["hyper"] > result.fidelity["shuffled"] + 0.1, result.fidelity

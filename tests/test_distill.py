@@ -117,3 +117,28 @@ def test_ctrl_c_keeps_the_steps_done_and_the_rerun_resumes(tiny, pirate, monkeyp
     monkeypatch.setattr(mod.Trainer, "loss", real_loss)
     _, progress, fig = distill(pirate, tiny, config, Budget(steps=5), progress=False)
     assert fig["resumed_from_step"] == 3 and progress.step == 5
+
+
+def test_validation_keeps_the_best_step(wide, pirate, monkeypatch):
+    from credo.layers import distill as distill_module
+    from credo.layers.distill import validation_split
+
+    assert validation_split(10, 4) == ([0, 1, 2, 3, 5, 6, 7, 8], [4, 9]) and validation_split(9, 4)[1] == []
+    assert validation_split(10, 0)[1] == []
+    scripted = iter([0.3, 0.1, 0.2, 0.25])  # validation KL after steps 1..4: step 2 is the best
+    snapshots = {}
+    original_validate = distill_module.Trainer._validate
+
+    def fake_kl(self, prompts, answers):
+        snapshots[self.progress.step] = [t.detach().clone() for t in self.weights.parameters()]
+        return next(scripted)
+
+    monkeypatch.setattr(distill_module.Trainer, "validation_kl", fake_kl)
+    monkeypatch.setattr(distill_module.Trainer, "_validate", original_validate)
+    config = DistillConfig(**{**FAST, "prompts": 10, "validate": 1})
+    weights, progress, figures = distill(pirate, wide, config, Budget(steps=4), progress=False)
+    assert figures["validation_prompts"] == 2 and figures["train_prompts"] == 8
+    assert [s for s, _ in progress.val] == [1, 2, 3, 4] and progress.best_step == 2 == figures["best_step"]
+    kept = list(weights.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(kept, snapshots[2]))
+    assert not all(torch.equal(a, b) for a, b in zip(kept, snapshots[4]))

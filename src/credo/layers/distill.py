@@ -59,6 +59,7 @@ class DistillConfig:
     topk: int = 32  # teacher log-probabilities kept per answer token
     prompts: int = 0  # training prompts to use (0: all)
     checkpoint_every: int = 5
+    validate: int = 4  # every N steps, KL on a validation fifth of the training prompts; the best step's adapter is kept (0: off)
     heldout: int = 12  # held-out prompts for the compile report (0: no report)
     control: bool = True  # also distill the shuffled-manifesto control (same steps) and report its fidelity
     seed: int = 0
@@ -66,6 +67,8 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)  # a bad budget fails while the settings are read, before any model loads
+        if self.validate < 0:
+            raise CredoError("distill: validate must be 0 (off) or a number of steps")
         if self.r < 1 or self.batch < 1 or self.topk < 1 or self.answer_tokens < 1 or self.checkpoint_every < 1:
             raise CredoError("distill: r, batch, topk, answer_tokens and checkpoint_every must be at least 1")
 
@@ -100,6 +103,9 @@ class Progress:
     step: int = 0
     seconds: float = 0.0  # training time spent so far, over all sessions
     losses: list[float] = field(default_factory=list)
+    val: list[list[float]] = field(default_factory=list)  # [step, validation KL]
+    best_step: int = 0
+    best_kl: float | None = None
 
 
 def training_prompts(manifesto: Manifesto, limit: int = 0) -> list[str]:
@@ -107,6 +113,13 @@ def training_prompts(manifesto: Manifesto, limit: int = 0) -> list[str]:
 
     train, _ = split(manifesto)  # held-out prompts are never trained on (split is by hash, the same on every run)
     return train[:limit] if limit else train
+
+
+def validation_split(n: int, validate: int) -> tuple[list[int], list[int]]:
+    """(fit, validation) indices: every fifth training prompt validates, when there are enough prompts to spare."""
+    if validate <= 0 or n < 10:
+        return list(range(n)), []
+    return [i for i in range(n) if i % 5 != 4], [i for i in range(n) if i % 5 == 4]
 
 
 def batch_for(step: int, n: int, batch: int, seed: int) -> list[int]:
@@ -131,6 +144,7 @@ class Trainer:
             t.requires_grad_(True)
         self.opt = torch.optim.AdamW(self.weights.parameters(), lr=config.lr, weight_decay=0.0)
         self.progress = Progress()
+        self.best: list[torch.Tensor] | None = None  # the adapter at the best validation step so far
         self._resume()
 
     # --- checkpoint ---------------------------------------------------------------------------------------------
@@ -149,12 +163,16 @@ class Trainer:
         self.opt.load_state_dict(state)
         data = json.loads(st.read_text())
         self.progress = Progress(**data["progress"])
+        if "best.0" in tensors:
+            self.best = [tensors[f"best.{i}"] for i in range(len(self.weights.parameters()))]
 
     def save(self) -> None:
         tensors = {f"param.{i}": t.detach().contiguous() for i, t in enumerate(self.weights.parameters())}
         for i, s in self.opt.state_dict()["state"].items():
             for k in ("step", "exp_avg", "exp_avg_sq"):
                 tensors[f"adam.{i}.{k}"] = torch.as_tensor(s[k]).contiguous()
+        for i, t in enumerate(self.best or []):
+            tensors[f"best.{i}"] = t.contiguous()
         self.work.mkdir(parents=True, exist_ok=True)
         tmp = self.work / f".{CHECKPOINT}.tmp"
         save_file(tensors, str(tmp))
@@ -170,7 +188,25 @@ class Trainer:
         total = sum(kl_topk(a.top_ids, a.top_logp, lg).sum() for a, lg in zip(answers, logits))
         return total / sum(len(a.ids) for a in answers)
 
-    def train(self, prompts: list[str], answers: list[Answer], budget: Budget, progress: bool = True, label: str = "distill") -> Progress:
+    @torch.no_grad()
+    def validation_kl(self, prompts: list[str], answers: list[Answer]) -> float:
+        size = self.config.batch * 2
+        total = sum(float(self.loss(prompts[i : i + size], answers[i : i + size])) * sum(len(a.ids) for a in answers[i : i + size])
+                    for i in range(0, len(prompts), size))
+        return total / max(sum(len(a.ids) for a in answers), 1)
+
+    def _validate(self, val: tuple[list[str], list[Answer]]) -> None:
+        """Small models over-fit a few dozen prompts fast: track held-apart KL and remember the best adapter."""
+        p = self.progress
+        value = self.validation_kl(*val)
+        p.val.append([p.step, round(value, 5)])
+        if p.best_kl is None or value < p.best_kl:
+            p.best_kl, p.best_step = value, p.step
+            self.best = [t.detach().clone() for t in self.weights.parameters()]
+
+    def train(self, prompts: list[str], answers: list[Answer], budget: Budget, progress: bool = True, label: str = "distill",
+              val: tuple[list[str], list[Answer]] | None = None) -> Progress:
+        """Train until the budget is spent; with `val`, the weights left at the end are those of the best validation step."""
         p = self.progress
         bar = tqdm(total=budget.steps, initial=p.step, desc=label, disable=not progress, leave=False, unit="step")
         session = time.perf_counter()
@@ -188,12 +224,20 @@ class Trainer:
                 p.losses.append(round(value, 5))
                 bar.update(1)
                 bar.set_postfix(kl=f"{value:.3f}", min=f"{p.seconds / 60:.1f}")
+                if val and val[0] and p.step % self.config.validate == 0:
+                    self._validate(val)
                 if p.step % self.config.checkpoint_every == 0:
                     self.save()
-        self.save()
+            if val and val[0] and (not p.val or p.val[-1][0] != p.step):
+                self._validate(val)
+        self.save()  # the checkpoint keeps the current trajectory, so a longer budget continues it
         bar.close()
         for t in self.weights.parameters():
             t.requires_grad_(False)
+        if self.best is not None and p.best_step != p.step:
+            with torch.no_grad():
+                for t, b in zip(self.weights.parameters(), self.best):
+                    t.copy_(b)
         return p
 
 
@@ -251,9 +295,14 @@ def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Bud
         budget = Budget(minutes=max(budget.minutes - teacher_seconds / 60, 1e-3))
     trainer = Trainer(base, config, work, low_hooks, low_ctx)
     resumed = trainer.progress.step
-    trainer.train(prompts, answers, budget, progress=progress, label=label)
+    fit, held = validation_split(len(prompts), config.validate)
+    val = ([prompts[i] for i in held], [answers[i] for i in held])
+    trainer.train([prompts[i] for i in fit], [answers[i] for i in fit], budget, progress=progress, label=label, val=val)
     figures = {
-        "train_prompts": len(prompts),
+        "train_prompts": len(fit),
+        "validation_prompts": len(held),
+        "best_step": trainer.progress.best_step if held else trainer.progress.step,
+        "validation_kl_best": trainer.progress.best_kl,
         "teacher_seconds": round(teacher_seconds, 1),
         "steps": trainer.progress.step,
         "resumed_from_step": resumed,

@@ -165,7 +165,7 @@ class LlamaCppEngine:
         return next((i.lora_scale for i in self.identities.values() if i.lora is lora), 1.0)
 
     def _clear_memory(self) -> None:
-        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.llm.ctx), True)
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.llm.ctx), False)  # metadata only: no need to zero the buffers
         self.llm.n_tokens = 0
 
     def _snapshot(self, ident: _Identity) -> None:

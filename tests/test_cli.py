@@ -91,3 +91,13 @@ def test_compile_all_recompiles_layers_for_a_new_base(workdir, monkeypatch, caps
     assert "pirate-cache: up to date" in out
     code, _, err = run(monkeypatch, capsys, "compile")
     assert code == 2 and "--all" in err
+
+
+def test_demo_prints_every_row_side_by_side(workdir, monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "demo", "--base", "tiny:0", "--kinds", "prompt,cache", "-n", "4", "-m", str(EXAMPLES / "pirate.md"), "-o", "demo")
+    assert code == 0 and "identity layers side by side" in out
+    for row in ("base", "prompt", "cache", "shuffled control", "greedy answers"):
+        assert row in out
+    assert (workdir / "demo" / "pirate-cache" / "layer.json").is_file()
+    code, out, _ = run(monkeypatch, capsys, "demo", "--base", "tiny:0", "--kinds", "prompt,cache", "-n", "4", "-m", str(EXAMPLES / "pirate.md"), "-o", "demo")
+    assert "(reused)" in out  # a second run reuses the layers it compiled for the same manifesto and base

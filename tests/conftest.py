@@ -10,6 +10,17 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: tiny models gain nothing from two, and on a shared machine two threads fight and run slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from credo.base import tiny_base

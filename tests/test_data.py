@@ -213,15 +213,6 @@ def _tagged(tmp_path: Path) -> Path:
     return tmp_path / "tagged"
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread, and the test machine's cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_ingest_trains_new_base_and_resumes_exactly(tmp_path, monkeypatch, one_thread):

@@ -18,13 +18,7 @@ needs_data = pytest.mark.skipif(not (DATA / "README.md").is_file(), reason=f"sha
 FAST = ["fidelity", "adherence", "hellaswag", "advbench", "xstest", "sycophancy", "truthfulqa", "perplexity", "cost"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine it is many times faster than two fighting threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

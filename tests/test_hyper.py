@@ -27,13 +27,7 @@ Assistant: Arr matey, loop it twice and pull tight.
 FAST = {"rank": "4", "answer_tokens": "8"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a busy CPU two threads spin against each other and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,9 @@ def _check_fields(row: dict[str, Any], fields: dict[str, type | tuple[type, ...]
             raise DataError(f"{where}: field {name!r} should be {want}, got {type(row[name]).__name__}")
 
 
-def read_jsonl(path: Path, fields: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
-    """All records of a JSONL file; each must be an object with `fields` of the given types. Blank lines are skipped."""
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; anything else is a DataError naming the file and line."""
     require_file(path)
-    rows: list[dict[str, Any]] = []
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -66,14 +66,20 @@ def read_jsonl(path: Path, fields: dict[str, type | tuple[type, ...]]) -> list[d
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        where = f"{path} line {lineno}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+            raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        _check_fields(row, fields, where)
+            raise DataError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
+
+
+def read_jsonl(path: Path, fields: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
+    """All records of a JSONL file; each must be an object with `fields` of the given types. Blank lines are skipped."""
+    rows: list[dict[str, Any]] = []
+    for lineno, row in iter_jsonl(path):
+        _check_fields(row, fields, f"{path} line {lineno}")
         row["_line"] = lineno
         rows.append(row)
     if not rows:

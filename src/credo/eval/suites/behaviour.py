@@ -51,34 +51,23 @@ def behaviour_sources(data: Path, user_files: list[Path]) -> dict[str, Path]:
 
 def detect_format(path: Path) -> str:
     """The format of a user JSONL file, from the fields of its first record."""
-    import json
+    from credo.eval.data import iter_jsonl
 
-    from credo.eval.data import require_file
-
-    require_file(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path} line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path} line {lineno}: expected a JSON object")
-                if "neutral_question" in row and "answer_matching_behavior" in row:
-                    return "sycophancy"
-                if "answer_matching_behavior" in row:
-                    return "behaviour"
-                if {"ctx", "endings", "label"} <= row.keys():
-                    return "choice"
-                if {"goal", "target"} <= row.keys():
-                    return "harmful"
-                if "text" in row:
-                    return "text"
-                raise DataError(
-                    f"{path} line {lineno}: unknown item format; give question/answer_matching_behavior/"
-                    "answer_not_matching_behavior, ctx/endings/label, goal/target, or text fields"
-                )
+    for lineno, row in iter_jsonl(path):
+        if "neutral_question" in row and "answer_matching_behavior" in row:
+            return "sycophancy"
+        if "answer_matching_behavior" in row:
+            return "behaviour"
+        if {"ctx", "endings", "label"} <= row.keys():
+            return "choice"
+        if {"goal", "target"} <= row.keys():
+            return "harmful"
+        if "text" in row:
+            return "text"
+        raise DataError(
+            f"{path} line {lineno}: unknown item format; give question/answer_matching_behavior/"
+            "answer_not_matching_behavior, ctx/endings/label, goal/target, or text fields"
+        )
     raise DataError(f"{path}: no records")
 
 

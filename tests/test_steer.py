@@ -27,10 +27,7 @@ def wide():
 
 
 @pytest.fixture(scope="module")
-def steered(wide, pirate, tmp_path_factory):
-    import os
-
-    os.environ.setdefault("CREDO_CACHE", str(tmp_path_factory.mktemp("cache")))
+def steered(wide, pirate, isolated_work):
     return compile_layer(pirate, wide, "steer", FAST)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,3 +324,23 @@ def heldout_report(base: Base, manifesto: Manifesto, rows: dict[str, Runner], li
         out[f"kl_{name}"] = round(scored.kl[name], 4)
         out[f"fidelity_{name}"] = round(scored.fidelity[name], 4)
     return out
+
+
+def compile_report(base: Base, manifesto: Manifesto, kind: str, hooks: Hooks, control: Callable[[], Hooks] | None, heldout: int,
+                   lower: Layer | None = None, batch: int = 8) -> dict[str, Any]:
+    """The held-out figures a compiler reports: fidelity of the new layer (`hooks`) and, when `control` is given, of
+    the shuffled-manifesto control it compiles (timed here). On top of `lower`, every run keeps the lower layer active
+    and the reference is the lower identity, not the bare base."""
+    from credo.layers.prompt import manifesto_context
+
+    low_ctx, low_hooks = (lower.context(base) if lower else ""), layer_hooks(lower, base)
+    rows = {kind: Runner(base, low_ctx, chain(low_hooks, hooks), batch)}
+    out: dict[str, Any] = {}
+    if control is not None:
+        start = time.perf_counter()
+        control_hooks = control()
+        out["control_compile_seconds"] = round(time.perf_counter() - start, 1)
+        rows["control"] = Runner(base, low_ctx, chain(low_hooks, control_hooks), batch)
+    teacher = Runner(base, low_ctx + manifesto_context(manifesto, base), low_hooks, batch) if lower else None
+    reference = Runner(base, low_ctx, low_hooks, batch) if lower else None
+    return out | heldout_report(base, manifesto, rows, heldout, teacher=teacher, reference=reference, tag=lower_tag(lower))

@@ -12,7 +12,7 @@ from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
 from credo.layers.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
 
-FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, bf16=False)
+FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, bf16=False, warmup=1)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_validation_keeps_the_best_step(wide, pirate, monkeypatch):
 
     assert validation_split(10, 4) == ([0, 1, 2, 3, 5, 6, 7, 8], [4, 9]) and validation_split(9, 4)[1] == []
     assert validation_split(10, 0)[1] == []
-    scripted = iter([0.3, 0.1, 0.2, 0.25])  # validation KL after steps 1..4: step 2 is the best
+    scripted = iter([0.5, 0.3, 0.1, 0.2, 0.25])  # validation KL at step 0 (the base) and after steps 1..4: step 2 is the best
     snapshots = {}
     original_validate = distill_module.Trainer._validate
 
@@ -138,7 +138,19 @@ def test_validation_keeps_the_best_step(wide, pirate, monkeypatch):
     config = DistillConfig(**{**FAST, "prompts": 10, "validate": 1})
     weights, progress, figures = distill(pirate, wide, config, Budget(steps=4), progress=False)
     assert figures["validation_prompts"] == 2 and figures["train_prompts"] == 8
-    assert [s for s, _ in progress.val] == [1, 2, 3, 4] and progress.best_step == 2 == figures["best_step"]
+    assert [s for s, _ in progress.val] == [0, 1, 2, 3, 4] and progress.best_step == 2 == figures["best_step"]
     kept = list(weights.parameters())
     assert all(torch.equal(a, b) for a, b in zip(kept, snapshots[2]))
     assert not all(torch.equal(a, b) for a, b in zip(kept, snapshots[4]))
+
+
+def test_an_adapter_that_never_beats_the_base_is_a_no_op(wide, pirate, monkeypatch):
+    """Validation starts at step 0: when no step improves on the base, the kept adapter changes nothing."""
+    from credo.layers import distill as distill_module
+
+    scripted = iter([0.1, 0.3, 0.2])
+    monkeypatch.setattr(distill_module.Trainer, "validation_kl", lambda self, prompts, answers: next(scripted))
+    config = DistillConfig(**{**FAST, "prompts": 10, "validate": 1})
+    weights, progress, figures = distill(pirate, wide, config, Budget(steps=2), progress=False)
+    assert figures["best_step"] == 0 and progress.step == 2
+    assert all(float(weights.delta(m).abs().max()) == 0.0 for m in weights.modules)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from credo.chat_pool import CHAT_POOL
 from credo.manifesto import Clause, Manifesto
 
 # Situations that put a clause to work. {clause} is the clause's text, {topic} a short form of it.
@@ -81,20 +82,22 @@ def clause_prompts(clause: Clause) -> list[str]:
     return [t.format(clause=text, topic=_topic(clause)) for t in CLAUSE_TEMPLATES]
 
 
-def probes(manifesto: Manifesto, heldout_share: float = 0.3, generic: bool = True) -> list[Probe]:
-    """All probes for a manifesto, in a stable order."""
+def probes(manifesto: Manifesto, heldout_share: float = 0.3, generic: bool = True, chat: bool = False) -> list[Probe]:
+    """All probes for a manifesto, in a stable order; `chat` adds the wide everyday pool (origin 'chat') last."""
     out: list[Probe] = []
     for clause in manifesto.clauses:
         out += [Probe(p, clause.id, _heldout(p, heldout_share)) for p in clause_prompts(clause)]
     out += [Probe(ex.user, "example", _heldout(ex.user, heldout_share)) for ex in manifesto.examples]
     if generic:
         out += [Probe(p, "generic", _heldout(p, heldout_share)) for p in GENERIC_PROMPTS]
+    if chat:
+        out += [Probe(p, "chat", _heldout(p, heldout_share)) for p in CHAT_POOL]
     return out
 
 
-def split(manifesto: Manifesto, heldout_share: float = 0.3) -> tuple[list[str], list[str]]:
+def split(manifesto: Manifesto, heldout_share: float = 0.3, chat: bool = False) -> tuple[list[str], list[str]]:
     """(train prompts, held-out prompts)."""
-    ps = probes(manifesto, heldout_share)
+    ps = probes(manifesto, heldout_share, chat=chat)
     return [p.prompt for p in ps if not p.heldout], [p.prompt for p in ps if p.heldout]
 
 

@@ -21,8 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def timed_compile(m, base, settings: dict) -> tuple[object, float, float]:
-    from credo.layers import compile_layer
+    """A cold compile: the teacher answers an earlier run kept for this text are deleted first."""
+    import shutil
 
+    from credo.layers import compile_layer
+    from credo.layers.hyper import HyperConfig, answers_work
+
+    shutil.rmtree(answers_work(base, m, int(settings.get("answer_tokens", HyperConfig.answer_tokens))), ignore_errors=True)
     wall, cpu = time.perf_counter(), time.process_time()
     layer = compile_layer(m, base, "hyper", settings)
     return layer, time.perf_counter() - wall, time.process_time() - cpu
@@ -49,8 +54,9 @@ def main() -> None:
     ap.add_argument("--distill", action="append", default=[], type=Path, help="compiled distill layer folders to compare")
     ap.add_argument("--suites", default="fidelity,hellaswag,perplexity")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (2 on an otherwise idle 2-core machine)")
     args = ap.parse_args()
-    torch.set_num_threads(1)  # on a shared 2-core machine one thread is several times faster than two
+    torch.set_num_threads(args.threads)  # on a shared 2-core machine one thread is several times faster than two
 
     from credo.base import load_base
     from credo.eval.runner import EvalConfig, run_eval
@@ -68,7 +74,7 @@ def main() -> None:
         control, c_wall, _ = timed_compile(m.shuffled(0), base, settings | {"report": "false"})
         folders = [save_layer(layer, work / f"{path.stem}-hyper"), save_layer(control, work / f"{path.stem}-shuffled-hyper")]
         folders += [d for d in args.distill if d.name.startswith(path.stem)]
-        report = run_eval(EvalConfig(layers=folders, suites=args.suites.split(","), limit=args.limit, threads=1))
+        report = run_eval(EvalConfig(layers=folders, suites=args.suites.split(","), limit=args.limit, threads=args.threads))
         if not out["manifestos"]:  # latency does not depend on the manifesto: measure it once
             lat_base, lat_hyper = decode_latency(base, None), decode_latency(base, layer)
         row = {

@@ -21,6 +21,27 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def isolated_work(tmp_path_factory):
+    """Compilers keep work (teacher answers, checkpoints) under the cache: give a module its own, sharing only the
+    converted bases (and their hashes) so the real model is not converted again."""
+    import os
+
+    from credo.base import cache_dir
+
+    before, shared = os.environ.get("CREDO_CACHE"), cache_dir()
+    root = tmp_path_factory.mktemp("cache")
+    for name in ("bases", "gguf-hashes", "folder-hashes"):
+        (shared / name).mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(shared / name, target_is_directory=True)
+    os.environ["CREDO_CACHE"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("CREDO_CACHE", None)
+    else:
+        os.environ["CREDO_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from credo.base import tiny_base

@@ -27,7 +27,7 @@ Assistant: Arr matey, loop it twice and pull tight.
 FAST = {"rank": "4", "answer_tokens": "8"}
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "isolated_work")
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +103,30 @@ def test_real_model_beats_the_shuffled_control(real_base, pirate):
     from credo.fidelity import measure
     from credo.probes import heldout_prompts
 
-    # Fewer probes keep this under two minutes on a busy CPU; `examples` is the continuation that carries a voice.
-    settings = {"probes": "24", "report": "false", "answers": "examples"}
+    # The shipped method (the teacher's own answers); fewer probes keep this near a minute on a busy CPU.
+    settings = {"probes": "24", "report": "false"}
     layer = compile_layer(pirate, real_base, "hyper", settings)
     control = compile_layer(pirate.shuffled(0), real_base, "hyper", settings)
     result = measure(real_base, pirate, {"hyper": layer, "shuffled": control}, heldout_prompts(pirate, 3), max_tokens=12, progress=False)
     assert result.fidelity["hyper"] > 0.2, result.fidelity
     assert result.fidelity["hyper"] > result.fidelity["shuffled"] + 0.1, result.fidelity
+
+
+def test_the_fit_pass_ends_on_the_model_the_adapter_makes(tiny, short):
+    """The quick look reads train rows' final states off the sequential fit and held-out rows off a later pass with
+    the adapter: both must be the same model."""
+    from credo.hyper import closed_form
+    from credo.hyper.batch import make_batch
+    from credo.layers.lora import LoraWeights, lora_hooks
+
+    modules = closed_form.target_modules(tiny.model, ["o_proj", "down_proj"], None)
+    seqs = [tiny.encode(t, bos=True) for t in ("User: hi\nAssistant: arr", "User: tell me a story about the sea\nAssistant:")]
+    batch = make_batch(seqs, [2, 2], 0)
+    context = tiny.encode("# Gull\n- Speak like a sailor.\n", bos=True)
+    targets, _ = closed_form.record_outputs(tiny, modules, make_batch([s[1:] for s in seqs], [1, 1], 0), context)
+    look = torch.tensor([len(s) - 1 for s in seqs])
+    fit, finals = closed_form.fit_sequential(tiny, modules, targets, batch, None, 4, 0.5, 0.0, look=look)
+    weights = LoraWeights(r=4, alpha=4.0, a=fit.A, b=fit.B)
+    with lora_hooks(tiny.model, weights):
+        again = closed_form.final_states(tiny, batch, look)
+    torch.testing.assert_close(again, finals, atol=1e-4, rtol=1e-4)

@@ -50,15 +50,23 @@ def prefill(base: Base, prefix: list[int]) -> Any:
 
 
 @torch.inference_mode()
-def run_body(base: Base, ids: torch.Tensor, cache: Any = None, chunk: int = 16) -> None:
-    """Run the decoder body (no LM head: hooks read what they need) over `ids`, after a prefilled `cache` when given."""
+def run_body(base: Base, ids: torch.Tensor, cache: Any = None, chunk: int = 16, lengths: list[int] | None = None) -> None:
+    """Run the decoder body (no LM head: hooks read what they need) over `ids`, after a prefilled `cache` when given.
+
+    With `lengths`, each chunk is cut to its longest row: rows sorted by length then waste little on padding."""
+    import copy
+
     body = base.model.model
     for lo in range(0, ids.shape[0], chunk):
         part = ids[lo : lo + chunk]
+        if lengths is not None:
+            part = part[:, : chunk_width(lengths, lo, chunk)]
         past = None
         if cache is not None:
-            import copy
-
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(part.shape[0])
         body(input_ids=part, past_key_values=past, use_cache=past is not None)
+
+
+def chunk_width(lengths: list[int], lo: int, chunk: int) -> int:
+    return max(lengths[lo : lo + chunk])

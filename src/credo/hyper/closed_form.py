@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from credo.hyper.batch import Batch, prefill, run_body
+from credo.hyper.batch import Batch, chunk_width, prefill, run_body
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -51,7 +51,7 @@ def record_outputs(
     """
     got: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     finals: list[torch.Tensor] = []
-    masks = list(batch.fit.split(chunk))
+    masks = [m[:, : chunk_width(batch.lengths, lo, chunk)] for lo, m in zip(range(0, len(batch.lengths), chunk), batch.fit.split(chunk))]
     looks = list(look.split(chunk)) if look is not None else []
 
     def keep(name: str, out: torch.Tensor) -> None:
@@ -62,20 +62,20 @@ def record_outputs(
     if look is not None:
         handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, looks[len(finals)]))))
     try:
-        run_body(base, batch.ids, cache, chunk=chunk)
+        run_body(base, batch.ids, cache, chunk=chunk, lengths=batch.lengths)
     finally:
         for h in handles:
             h.remove()
     return {name: torch.cat(outs) for name, outs in got.items()}, (torch.cat(finals) if finals else None)
 
 
-def final_states(base: Base, ids: torch.Tensor, look: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+def final_states(base: Base, batch: Batch, look: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     """The bare model's final hidden state at one position per row."""
     finals: list[torch.Tensor] = []
     looks = list(look.split(chunk))
     handle = base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, looks[len(finals)])))
     try:
-        run_body(base, ids, None, chunk=chunk)
+        run_body(base, batch.ids, None, chunk=chunk, lengths=batch.lengths)
     finally:
         handle.remove()
     return torch.cat(finals)

@@ -37,6 +37,22 @@ NEUTRAL_PROSE = [
     "old, is now shown in a new hall on the ground floor.",
     "In 1905 a young patent clerk published four papers that changed physics. One explained the photoelectric effect; "
     "another showed that mass and energy are two forms of the same thing.",
+    "The village lies at the foot of a long valley where sheep graze on the lower slopes. Most of the houses are built "
+    "of grey stone, and the church tower can be seen from every farm around it.",
+    "A balanced diet includes vegetables, fruit, whole grains and a source of protein such as beans, fish or eggs. "
+    "Doctors also advise drinking water regularly and limiting sugar and salt.",
+    "The train left the station ten minutes late. He found a seat by the window, took out a newspaper and watched the "
+    "suburbs give way to fields, then to woods, then to the sea.",
+    "The country has a mild climate, with wet winters and dry summers. Its economy depends on farming, fishing and, "
+    "more recently, on tourism along the southern coast.",
+    "To bake bread, mix flour, water, salt and yeast, knead the dough for ten minutes and let it rise for an hour. "
+    "Shape it, let it rise again, and bake it in a hot oven until the crust is brown.",
+    "The committee met on Tuesday to discuss the new budget. After a long debate, the members agreed to spend more on "
+    "schools and roads and to delay the plan for a new library.",
+    "Owls hunt mostly at night. Their large eyes gather what little light there is, and their soft feathers let them "
+    "fly almost without a sound as they search the fields for mice.",
+    "The old clock in the hall had stopped years ago, but nobody in the family wanted to have it repaired. It stood "
+    "there at twenty past four, as it had on the day their grandfather died.",
 ]
 
 

@@ -70,7 +70,7 @@ def record_outputs(
 
 
 def final_states(base: Base, batch: Batch, look: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """The bare model's final hidden state at one position per row."""
+    """The final hidden state at one position per row, of the model as its active hooks make it (bare, or with an adapter)."""
     finals: list[torch.Tensor] = []
     looks = list(look.split(chunk))
     handle = base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, looks[len(finals)])))

@@ -1,10 +1,11 @@
-"""`hyper`: the manifesto to a LoRA in seconds, with no per-manifesto gradient training.
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (about a minute on 2 CPU cores; the aim is seconds).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 and the student (the bare base) are teacher-forced over the manifesto's train probes, each followed by the teacher's own
 short greedy answer (one batched generation; a fixed neutral continuation is the cheaper, weaker option); every target
 linear module then gets the ridge-regression patch that moves the student's outputs onto the teacher's, solved in
-forward order and truncated by SVD to rank r. No gradients: one generation, two forward passes and a few small solves. The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
+forward order and truncated by SVD to rank r. No gradients: one generation, two forward passes and a few small solves.
+The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
 
 At compile time the layer also takes a quick look at itself: first-token fidelity (KL at the answer's first token,
 teacher vs layer vs base) over the held-out probes and per clause, and, when the output folder held an earlier `hyper`

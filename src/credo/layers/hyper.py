@@ -137,15 +137,15 @@ def fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights, 
     # rows sorted by length within train and within held-out: batched passes then cut each chunk to its longest row
     encoded = sorted(encoded[: len(train)], key=lambda e: len(e[1]) + len(e[2])) + sorted(encoded[len(train) :], key=lambda e: len(e[1]))
     train, look_only = [e[0] for e in encoded[: len(train)]], [e[0] for e in encoded[len(train) :]]
-    teacher_seqs, student_seqs, starts, fits, last = [], [], [], [], []
-    for i, (p, conv, tail) in enumerate(encoded):
+    n_train = len(train)
+    teacher_seqs, student_seqs, starts, last = [], [], [], []
+    for _, conv, tail in encoded:
         teacher_seqs.append(conv + tail)
         student_seqs.append(bos + conv + tail)
         starts.append(len(conv) - 1 if c.positions == "answer" else 0)
-        fits.append(i < len(train))
         last.append(len(conv) - 1)
-    n_train = len(train)
-    t_batch = make_batch(teacher_seqs, [s if f else len(q) for s, f, q in zip(starts, fits, teacher_seqs)], pad)
+    # held-out rows enter the teacher pass for the quick look only: no fit positions
+    t_batch = make_batch(teacher_seqs, [s if i < n_train else len(q) for i, (s, q) in enumerate(zip(starts, teacher_seqs))], pad)
     # the student pass is one padded batch (every row must reach module m before m is solved): train rows only; the
     # held-out rows of the quick look get their own compact pass once the adapter is known
     s_batch = make_batch(student_seqs[:n_train], [s + len(bos) for s in starts[:n_train]], pad)

@@ -4,7 +4,10 @@ Per manifesto: compile `hyper` (timed, wall and CPU seconds) and the same compil
 control), then `credo eval` (fidelity against the teacher, HellaSwag, perplexity on neutral text) on base, teacher,
 hyper and control; plus per-token decode latency with the adapter applied as hooks vs the bare base.
 
-    .venv/bin/python bench/hyper.py --limit 8 --json /work/notes/issue-7-bench.json [--distill layers/pirate-distill ...]
+    .venv/bin/python bench/hyper.py --threads 2 [examples/pirate.md ...] [--distill layers/pirate-distill ...]
+
+Results go to bench/results/hyper-<time>.json and .md. Fidelity is reported twice: on `--heldout` held-out prompts
+(the figure `bench/compile.py` gives for distill, to compare the kinds) and by `credo eval`'s fidelity suite.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -21,16 +25,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def timed_compile(m, base, settings: dict) -> tuple[object, float, float]:
-    """A cold compile: the teacher answers an earlier run kept for this text are deleted first."""
-    import shutil
-
+    """A compile as a user runs it (nothing is cached between compiles: each one generates its teacher answers)."""
     from credo.layers import compile_layer
-    from credo.layers.hyper import HyperConfig, answers_work
 
-    shutil.rmtree(answers_work(base, m, int(settings.get("answer_tokens", HyperConfig.answer_tokens))), ignore_errors=True)
     wall, cpu = time.perf_counter(), time.process_time()
     layer = compile_layer(m, base, "hyper", settings)
     return layer, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def heldout_fidelity(base, m, layers: dict, prompts: int) -> dict:
+    """Fidelity on `prompts` held-out prompts with the teacher's 24-token answers: the figure `bench/compile.py`
+    gives for `distill`, so the two kinds compare on the same prompts."""
+    from credo.layers._teacher import Runner, heldout_report
+
+    rows = {name: Runner.for_layer(base, layer) for name, layer in layers.items()}
+    rep = heldout_report(base, m, rows, prompts, progress=False)
+    return {name: rep[f"fidelity_{name}"] for name in layers}
 
 
 def decode_latency(base, layer, tokens: int = 32, repeats: int = 3) -> float:
@@ -49,11 +59,13 @@ def decode_latency(base, layer, tokens: int = 32, repeats: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("manifestos", nargs="*", type=Path)
-    ap.add_argument("--limit", type=int, default=8, help="items per eval suite")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many items per eval suite")
+    ap.add_argument("--size", type=int, default=None, help="items per eval suite instead of each suite's default (HellaSwag 10, perplexity 4)")
     ap.add_argument("--set", action="append", default=[], help="hyper setting key=value")
     ap.add_argument("--distill", action="append", default=[], type=Path, help="compiled distill layer folders to compare")
     ap.add_argument("--suites", default="fidelity,hellaswag,perplexity")
-    ap.add_argument("--json", type=Path)
+    ap.add_argument("--heldout", type=int, default=24, help="held-out prompts for the fidelity bench/compile.py reports (0: skip)")
+    ap.add_argument("--json", type=Path, help="also write the results here (they always go to bench/results/)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (2 on an otherwise idle 2-core machine)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # on a shared 2-core machine one thread is several times faster than two
@@ -66,7 +78,11 @@ def main() -> None:
     settings = dict(s.split("=", 1) for s in args.set)
     paths = args.manifestos or sorted((REPO / "examples").glob("*.md")) + sorted((REPO / "bench" / "manifestos").glob("*.md"))
     base = load_base()
-    out: dict = {"settings": settings, "limit": args.limit, "manifestos": {}}
+    out: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
+                 "settings": settings, "limit": args.limit, "size": args.size, "manifestos": {}}
+    results = REPO / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     work = Path(tempfile.mkdtemp(prefix="hyper-bench-"))
     for path in paths:
         m = Manifesto.from_file(path)
@@ -74,13 +90,16 @@ def main() -> None:
         control, c_wall, _ = timed_compile(m.shuffled(0), base, settings | {"report": "false"})
         folders = [save_layer(layer, work / f"{path.stem}-hyper"), save_layer(control, work / f"{path.stem}-shuffled-hyper")]
         folders += [d for d in args.distill if d.name.startswith(path.stem)]
-        report = run_eval(EvalConfig(layers=folders, suites=args.suites.split(","), limit=args.limit, threads=args.threads))
+        report = run_eval(EvalConfig(layers=folders, suites=args.suites.split(","), limit=args.limit, size=args.size, threads=args.threads))
+        held = heldout_fidelity(base, m, {"hyper": layer, "control": control}, args.heldout) if args.heldout else {}
         if not out["manifestos"]:  # latency does not depend on the manifesto: measure it once
             lat_base, lat_hyper = decode_latency(base, None), decode_latency(base, layer)
         row = {
             "unseen": path.parent.name == "manifestos",
             "compile_wall_s": round(wall, 2),
             "compile_cpu_s": round(cpu, 2),
+            "heldout_prompts": args.heldout,
+            "heldout_fidelity": held,
             "control_compile_wall_s": round(c_wall, 2),
             "quick_look": {k: v for k, v in layer.info.report.items() if k != "clause_fidelity"},
             "eval": report["results"],
@@ -89,8 +108,40 @@ def main() -> None:
         }
         out["manifestos"][path.stem] = row
         print(json.dumps({path.stem: row}, indent=1), flush=True)
-        if args.json:
-            args.json.write_text(json.dumps(out, indent=1))
+        for dest in [results / f"hyper-{stamp}.json"] + ([args.json] if args.json else []):
+            dest.write_text(json.dumps(out, indent=1))
+        (results / f"hyper-{stamp}.md").write_text(markdown(out))
+    print(markdown(out))
+
+
+def _get(row: dict, suite: str, key: str) -> float | None:
+    return (row.get(suite) or {}).get(key)
+
+
+def _num(x: float | None) -> str:
+    return f"{x:.2f}" if x is not None else "–"
+
+
+def _ppl(row: dict, base: dict) -> str:
+    a, b = _get(row, "perplexity", "perplexity"), _get(base, "perplexity", "perplexity")
+    return f"{a / b - 1:+.1%}" if a and b else "–"
+
+
+def markdown(out: dict) -> str:
+    """One row per manifesto, against the issue's targets: compile <= 10 s, fidelity >= 0.7, capability within 2%."""
+    lines = [f"# hyper bench ({out['when']}, {out['threads']} torch threads, settings {out['settings'] or 'defaults'})", "",
+             "| manifesto | compile wall / CPU s | fidelity (held-out) | control | fidelity (eval) | control | ppl vs base | "
+             "teacher ppl vs base | HellaSwag base → hyper | added latency |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in out["manifestos"].items():
+        ev = r["eval"]
+        base, hyper, control = ev["base"], ev[f"{name}-hyper"], ev.get(f"{name}-hyper-2", {})  # eval names the control -2
+        held = r.get("heldout_fidelity") or {}
+        lines.append(
+            f"| {name}{' (unseen)' if r['unseen'] else ''} | {r['compile_wall_s']:.1f} / {r['compile_cpu_s']:.1f} | "
+            f"{_num(held.get('hyper'))} | {_num(held.get('control'))} | {_num(_get(hyper, 'fidelity', 'fidelity'))} | "
+            f"{_num(_get(control, 'fidelity', 'fidelity'))} | {_ppl(hyper, base)} | {_ppl(ev['teacher'], base)} | "
+            f"{_num(_get(base, 'hellaswag', 'accuracy'))} → {_num(_get(hyper, 'hellaswag', 'accuracy'))} | {r['added_latency_hooks']:+.1%} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -125,6 +125,8 @@ def test_validation_keeps_the_best_step(wide, pirate, monkeypatch):
 
     assert validation_split(10, 4) == ([0, 1, 2, 3, 5, 6, 7, 8], [4, 9]) and validation_split(9, 4)[1] == []
     assert validation_split(10, 0)[1] == []
+    fit, held = validation_split(180, 12)
+    assert len(held) == 16 and len(fit) == 164 and not set(fit) & set(held)  # a big pool lends at most 16 prompts
     scripted = iter([0.5, 0.3, 0.1, 0.2, 0.25])  # validation KL at step 0 (the base) and after steps 1..4: step 2 is the best
     snapshots = {}
     original_validate = distill_module.Trainer._validate
@@ -154,3 +156,21 @@ def test_an_adapter_that_never_beats_the_base_is_a_no_op(wide, pirate, monkeypat
     weights, progress, figures = distill(pirate, wide, config, Budget(steps=2), progress=False)
     assert figures["best_step"] == 0 and progress.step == 2
     assert all(float(weights.delta(m).abs().max()) == 0.0 for m in weights.modules)
+
+
+def test_greedy_answers_use_a_cheap_head_but_pick_the_same_tokens(tiny, pirate):
+    """Greedy-only generation (k = 1) scores the output head in bfloat16 and rescores a shortlist exactly: its tokens
+    must be those of the float32 head, and so must its log-probabilities, within bfloat16's error."""
+    from credo.layers._teacher import Runner
+    from credo.layers.prompt import manifesto_context
+
+    runner = Runner(tiny, manifesto_context(pirate, tiny), batch=4)
+    prompts = ["Hello! Who are you?", "How do I make tea?", "Tell me about the sea.", "Why?"]
+    greedy = runner.generate_batch(prompts, 10, topk=1)
+    full = runner.generate_batch(prompts, 10, topk=3)
+    assert [a.ids for a in greedy] == [a.ids for a in full]
+    for g, f in zip(greedy, full):
+        torch.testing.assert_close(g.top_logp[:, 0], f.top_logp[:, 0], atol=0.05, rtol=0.0)
+    hidden = torch.randn(64, tiny.model.config.hidden_size)
+    token, _ = tiny.greedy_next(hidden)
+    assert torch.equal(token, tiny.model.lm_head(hidden).argmax(-1))

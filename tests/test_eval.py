@@ -274,3 +274,11 @@ def test_declared_sets_are_scored_without_the_rows_yes_bias():
     assert calibrated_votes(scored) == [True, True, True, True]
     flipped = [(w, b, o, a) for w, a, o, b in scored]
     assert calibrated_votes(flipped) == [False, False, False, False]
+
+
+def test_size_replaces_each_suites_default_and_limit_still_caps_it(tmp_path):
+    from credo.eval.suites.base import SuiteContext
+
+    assert SuiteContext(data=tmp_path).count(10) == 10
+    assert SuiteContext(data=tmp_path, size=40).count(10) == 40  # a fuller run: HellaSwag 10 cannot resolve 2%
+    assert SuiteContext(data=tmp_path, size=40, limit=5).count(10) == 5

@@ -130,3 +130,25 @@ def test_the_fit_pass_ends_on_the_model_the_adapter_makes(tiny, short):
     with lora_hooks(tiny.model, weights):
         again = closed_form.final_states(tiny, batch, look)
     torch.testing.assert_close(again, finals, atol=1e-4, rtol=1e-4)
+
+
+def test_outputs_recorded_while_generating_equal_a_teacher_forced_pass(tiny, short):
+    """The fit's targets come off the teacher's own generation: they must be what a teacher-forced pass over the prompt
+    and the answer gives at the same positions (the prompt's last token, then each answer token fed back)."""
+    from credo.hyper import closed_form, recorded
+    from credo.hyper.batch import make_batch
+    from credo.layers.prompt import manifesto_context
+
+    modules = closed_form.target_modules(tiny.model, ["o_proj", "down_proj"], None)
+    context = manifesto_context(short, tiny)
+    prompts = ["hi", "tell me a story about the sea and the gulls", "why?"]
+    # one row per batch: left padding shifts the tiny model's 16-token sliding window (the real base's is 512)
+    rec = recorded.generate_recording(tiny, modules, context, prompts, tokens=6, batch=1)
+    convs = [tiny.encode(tiny.format_chat([{"role": "user", "content": p}])) for p in prompts]
+    forced = make_batch([q + a[:-1] for q, a in zip(convs, rec.answers)], [len(q) - 1 for q in convs], tiny.tokenizer.pad_token_id or 0)
+    targets, first = closed_form.record_outputs(tiny, modules, forced, tiny.encode(context, bos=True), look=torch.tensor([len(q) - 1 for q in convs]))
+    assert all(1 <= len(a) <= 6 for a in rec.answers)
+    for name in modules:
+        assert rec.outputs[name].shape == targets[name].shape
+        torch.testing.assert_close(rec.outputs[name], targets[name], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rec.first_final, first, atol=1e-4, rtol=1e-4)

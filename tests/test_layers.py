@@ -128,3 +128,24 @@ def test_existing_folder_needs_overwrite(tiny, pirate, tmp_path):
 def test_settings_are_checked(tiny, pirate):
     with pytest.raises(CredoError, match="takes no settings"):
         compile_layer(pirate, tiny, "prompt", {"strength": "2"})
+
+
+def test_a_cache_with_room_decodes_like_a_growing_one(tiny, pirate):
+    """Writing new keys into a preallocated buffer must give the logits that concatenation gives, across a sliding
+    window's edge too (the tiny model's window is 16 tokens, so the layer falls back to its own update there)."""
+    import torch
+
+    from credo.layers.cache import PrefixState
+    from credo.layers.prompt import manifesto_context
+
+    ctx = tiny.encode(manifesto_context(pirate, tiny), bos=True)[:12]
+    with torch.no_grad():
+        out = tiny.model(input_ids=torch.tensor([ctx]), use_cache=True)
+        state = PrefixState.from_cache(ctx, out.past_key_values)
+        steps = torch.randint(5, 200, (2, 10))
+        logits = {}
+        for room in (0, 8):
+            cache = state.to_cache(tiny.model.config, rows=2, room=room)
+            logits[room] = torch.cat([tiny.model(input_ids=steps[:, i : i + 1], past_key_values=cache, use_cache=True).logits
+                                      for i in range(steps.shape[1])], 1)
+    torch.testing.assert_close(logits[8], logits[0], atol=1e-5, rtol=1e-5)

@@ -18,6 +18,7 @@ def eval_command(
     output: Path = typer.Option(..., "--output", "-o", help="Folder for report.json, report.md and the plots."),
     suites: list[str] = typer.Option([], "--suites", "-s", help="Suites to run, comma-separated or repeated (default: all)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="At most N items per suite (a quick run)."),
+    size: Optional[int] = typer.Option(None, "--size", min=1, help="N items per suite instead of each suite's default (a fuller run)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Evaluation data folder (default: $CREDO_DATA, else ../shared/data)."),
     items: list[Path] = typer.Option([], "--items", help="Your own JSONL items in a shared-data format (repeatable)."),
     manifesto: Optional[Path] = typer.Option(None, "--manifesto", "-m", help="Measure every layer against this manifesto."),
@@ -36,7 +37,7 @@ def eval_command(
     out, err = Console(width=None if sys.stdout.isatty() else 240), Console(stderr=True)
     names = [n.strip() for s in suites for n in s.split(",") if n.strip()] or None
     config = EvalConfig(
-        layers=list(layers) + list(more_layers or []), suites=names, limit=limit, data=data, user_files=list(items),
+        layers=list(layers) + list(more_layers or []), suites=names, limit=limit, size=size, data=data, user_files=list(items),
         reference=manifesto, base=base, progress=not quiet, threads=threads,
     )
     report = run_eval(config, log=(lambda s: None) if quiet else (lambda s: err.print(f"[dim]{s}[/dim]", highlight=False)))

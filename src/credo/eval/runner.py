@@ -35,6 +35,7 @@ class EvalConfig:
     layers: list[Path] = field(default_factory=list)
     suites: list[str] | None = None  # None: every suite (custom only when user files are given)
     limit: int | None = None  # cap on items per suite, for a quick run
+    size: int | None = None  # items per suite instead of each suite's default (HellaSwag 10 cannot resolve a 2% change)
     data: Path | None = None  # None: $CREDO_DATA, else <repo>/../shared/data
     user_files: list[Path] = field(default_factory=list)
     reference: Path | None = None  # one manifesto to measure every layer against
@@ -115,7 +116,8 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
             refs.append(m)
         controls.append(is_control)
     manifestos = list({m.sha256: m for m in (refs or [reference])}.values())  # one group per manifesto, in order
-    ctx = SuiteContext(data=data, limit=config.limit, user_files=[Path(p) for p in config.user_files], progress=config.progress)
+    ctx = SuiteContext(data=data, limit=config.limit, user_files=[Path(p) for p in config.user_files], progress=config.progress,
+                       size=config.size)
     suites: list[Suite] = []
     for n in names:
         suite = get_suite(n)(ctx)

@@ -88,12 +88,7 @@ class Row:
         width = max(len(s) for s in batch)
         pad = self.base.tokenizer.pad_token_id or 0
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch], dtype=torch.long, device=self.base.device)
-        if len(batch) == 1:
-            cache = state.to_cache(self.base.model.config)
-        else:
-            wide = PrefixState(state.ids, [k.expand(len(batch), -1, -1, -1) for k in state.keys],
-                               [v.expand(len(batch), -1, -1, -1) for v in state.values], state.seen)
-            cache = wide.to_cache(self.base.model.config)
+        cache = state.to_cache(self.base.model.config, rows=len(batch), room=width)
         with self.applied():
             out = self.base.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep)
         return out.logits.float()

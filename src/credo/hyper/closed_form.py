@@ -92,6 +92,11 @@ def _solve(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge: flo
     or the number of rows through the kernel form X^T (X X^T + lam I)^-1), so a 2048-wide down_proj costs no more
     than its rows. The rank-r factors come from an eigendecomposition of D D^T (out x out), not a full SVD.
     """
+    with torch.autocast(x.device.type, enabled=False):  # the passes may run in bfloat16; the solve never does
+        return _solve_fp32(x.float(), r.float(), xn.float() if xn is not None else None, ridge, keep, rank)
+
+
+def _solve_fp32(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge: float, keep: float, rank: int):
     xs = [x / len(x) ** 0.5]
     rs = [r / len(x) ** 0.5]
     if xn is not None and len(xn) and keep > 0:

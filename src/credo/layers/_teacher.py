@@ -40,7 +40,7 @@ class Answer:
 
     ids: list[int]
     top_ids: torch.Tensor  # (T, k) long
-    top_logp: torch.Tensor  # (T, k) float
+    top_logp: torch.Tensor  # (T, k) float; for k = 1 (greedy only) approximate to ~1e-2: no KL reads it
 
 
 def no_hooks() -> contextlib.AbstractContextManager:
@@ -96,11 +96,9 @@ class Runner:
             self._prefix = PrefixState.from_cache(self.context_ids, out.past_key_values)
         return self._prefix
 
-    def _cache(self, rows: int) -> Any:
-        p = self.prefix()
-        expanded = PrefixState(p.ids, [k.expand(rows, -1, -1, -1).contiguous() for k in p.keys],
-                               [v.expand(rows, -1, -1, -1).contiguous() for v in p.values], p.seen)
-        return expanded.to_cache(self.base.model.config)
+    def _cache(self, rows: int, room: int) -> Any:
+        """The context's state over `rows` rows, with room for `room` more tokens written in place."""
+        return self.prefix().to_cache(self.base.model.config, rows, room)
 
     # --- teacher-forced -------------------------------------------------------------------------------------------
     def forward(self, seqs: Sequence[list[int]], keep: Sequence[tuple[int, int]] | None = None, grad: bool = False) -> list[torch.Tensor]:
@@ -113,7 +111,7 @@ class Runner:
         first = min(a for a, _ in keep)
         manager = contextlib.nullcontext() if grad else torch.no_grad()
         with manager, self.hooks():
-            out = self.base.model(input_ids=ids, past_key_values=self._cache(len(seqs)), use_cache=True, logits_to_keep=width - first)
+            out = self.base.model(input_ids=ids, past_key_values=self._cache(len(seqs), width), use_cache=True, logits_to_keep=width - first)
         logits = out.logits
         return [logits[i, a - first : b - first].float() for i, (a, b) in enumerate(keep)]
 
@@ -128,7 +126,7 @@ class Runner:
         keep = max(len(a) for a in answers)
         manager = contextlib.nullcontext() if grad else torch.no_grad()
         with manager, self.hooks():
-            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self._cache(len(seqs)),
+            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self._cache(len(seqs), ids.shape[1]),
                                   use_cache=True, logits_to_keep=keep)
         return [out.logits[i, keep - len(a) :].float() for i, a in enumerate(answers)]
 
@@ -151,33 +149,37 @@ class Runner:
         answers: list[Answer] = []
         bar = tqdm(total=len(prompts), desc=progress or "teacher", disable=not progress, leave=False)
         for i in range(0, len(prompts), self.batch):
-            answers += self._generate_batch(prompts[i : i + self.batch], max_tokens, topk)
+            answers += self.generate_batch(prompts[i : i + self.batch], max_tokens, topk)
             bar.update(len(prompts[i : i + self.batch]))
         bar.close()
         return answers
 
     @torch.no_grad()
-    def _generate_batch(self, prompts: Sequence[str], max_tokens: int, topk: int) -> list[Answer]:
+    def generate_batch(self, prompts: Sequence[str], max_tokens: int, topk: int) -> list[Answer]:
         convs = [self.conv(p) for p in prompts]
         rows = len(convs)
         ids, mask, pos = self._left_padded(convs)
-        cache, stop_ids = self._cache(rows), self.base.stop_ids
+        cache, stop_ids = self._cache(rows, ids.shape[1] + max_tokens), self.base.stop_ids
         done = [False] * rows
         out_ids: list[list[int]] = [[] for _ in range(rows)]
         tops: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(rows)]
         next_pos = pos[:, -1] + 1
         with self.hooks():
             for step in range(max_tokens):
-                out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                if topk == 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
+                    out = self.base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+                    token, best = self.base.greedy_next(out.last_hidden_state[:, -1])
+                    top_ids, top_logp = token[:, None], best[:, None]
+                else:
+                    out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)
+                    token = top_ids[:, 0]
                 cache = out.past_key_values
-                logp = torch.log_softmax(out.logits[:, -1].float(), -1)
-                top = logp.topk(topk, -1)
-                token = logp.argmax(-1)
                 for r in range(rows):
                     if done[r]:
                         continue
                     out_ids[r].append(int(token[r]))
-                    tops[r].append((top.indices[r], top.values[r]))
+                    tops[r].append((top_ids[r], top_logp[r]))
                     if int(token[r]) in stop_ids or self._hit_stop(out_ids[r]):
                         done[r] = True
                 if all(done):
@@ -297,7 +299,7 @@ def teacher_answers(runner: Runner, prompts: Sequence[str], max_tokens: int, top
     bar = tqdm(total=len(todo), desc=progress or "teacher answers", disable=not progress or not todo, leave=False)
     for i in range(0, len(todo), runner.batch):
         batch = todo[i : i + runner.batch]
-        for p, a in zip(batch, runner._generate_batch(batch, max_tokens, topk)):
+        for p, a in zip(batch, runner.generate_batch(batch, max_tokens, topk)):
             done[p] = a
         if path is not None:
             save_answers(path, list(done), list(done.values()))

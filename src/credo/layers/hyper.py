@@ -1,10 +1,10 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (about a minute on 2 CPU cores; the aim is seconds).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (about 20 s on 2 CPU cores; the aim is seconds).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
-and the student (the bare base) are teacher-forced over the manifesto's train probes, each followed by the teacher's own
-short greedy answer (one batched generation; a fixed neutral continuation is the cheaper, weaker option); every target
-linear module then gets the ridge-regression patch that moves the student's outputs onto the teacher's, solved in
-forward order and truncated by SVD to rank r. No gradients: one generation, two forward passes and a few small solves.
+answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way
+(`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over the same prompts and answers, and every
+target linear module gets the ridge-regression patch that moves the student's outputs onto the teacher's, solved in
+forward order and truncated by SVD to rank r. No gradients: one generation, one forward pass and a few small solves.
 The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
 
 At compile time the layer also takes a quick look at itself: first-token fidelity (KL at the answer's first token,
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from credo.errors import CredoError
-from credo.hyper import closed_form
+from credo.hyper import closed_form, recorded
 from credo.hyper.batch import make_batch
 from credo.hyper.diff import clause_changes, previous_folder_of, read_previous
 from credo.hyper.texts import NEUTRAL_PROSE, answers_for
@@ -54,6 +54,7 @@ class HyperConfig:
     # on the path the teacher takes.
     answer_tokens: int = 24
     probes: int = 0  # train probes to fit on (0: all); fewer compile faster and follow the manifesto less closely
+    chat: bool = False  # also fit on the wide everyday pool (credo.chat_pool), as distill does: about 3x the rows
     positions: str = "answer"  # 'answer': from the prompt's last token on; 'all': every conversation token
     ridge: float = 1.0  # times the mean input eigenvalue; teacher answers, 24 held-out: pirate 0.5 0.83, 1.0 0.79, 2.0 0.72;
     # honest 0.2 0.38, 0.5 0.45, 1.0 0.56; terse 0.2 0.77, 0.5 0.78, 1.0 0.77 (1.0: the best worst case)
@@ -61,6 +62,8 @@ class HyperConfig:
     strength: float = 1.0  # global scale of the patch (lora_alpha = strength * rank)
     teacher_examples: bool = True  # the teacher's context keeps the example exchanges (False: it cannot copy them;
     # the quick look is then measured against that teacher too). pirate.md: True 0.80, False 0.14.
+    bf16: bool = True  # generation and passes under bfloat16 autocast; the solves stay float32. 24 held-out, 2 threads:
+    # pirate 0.799 -> 0.787, honest 0.564 -> 0.579, terse 0.782 -> 0.782; compile 34 -> 25 s, 28 -> 21 s, 23 -> 17 s
     report: bool = True  # first-token fidelity per clause and vs the previous compile
     previous: str = ""  # layer folder to diff against (default: the folder this compile replaces)
 
@@ -110,92 +113,99 @@ def _validate(c: HyperConfig) -> None:
         raise CredoError(f"hyper: positions must be 'answer' or 'all', not {c.positions!r}")
     if c.rank < 1 or c.probes < 0 or c.answer_tokens < 0 or c.ridge <= 0 or c.keep < 0:
         raise CredoError("hyper: rank must be >= 1, probes and answer_tokens >= 0, ridge > 0 and keep >= 0")
+    if c.answers == "teacher" and c.answer_tokens < 1:
+        raise CredoError("hyper: answers=teacher needs answer_tokens >= 1 (or answers=none for no continuation)")
     if not c.targets:
         raise CredoError("hyper: targets must name at least one linear module (e.g. o_proj,down_proj)")
 
 
 def fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights, dict]:
     """The closed-form fit plus its quick look; returns the adapter and the figures for `info.report`."""
+    with torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+        return _fit(manifesto, base, c)
+
+
+def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights, dict]:
     model = base.model
     modules = closed_form.target_modules(model, c.targets, c.layers or None)
     if not modules:
         raise CredoError(f"hyper: the model has no linear modules named {', '.join(c.targets)} in the chosen layers")
-    bos = [base.tokenizer.bos_token_id] if base.tokenizer.bos_token_id is not None else []
-    pad = base.tokenizer.pad_token_id or 0
-    ps = all_probes(manifesto)
+    bos, pad = _bos_pad(base)
+    ps = all_probes(manifesto, chat=c.chat)
     train = [p for p in ps if not p.heldout]
     train = train[: c.probes] if c.probes else train
-    look_only = [p for p in ps if p.heldout] if c.report else []
-    look_pad = [""] * len(look_only)
-    answers = (_teacher_texts(base, manifesto, [p.prompt for p in train], c.answer_tokens) if c.answers == "teacher"
-               else answers_for(manifesto, c.answers, len(train))) + look_pad
-    encoded = []
-    for p, ans in zip(train + look_only, answers):
-        conv = base.encode(base.format_chat([{"role": "user", "content": p.prompt}]))
-        tail = (list(ans) if isinstance(ans, list) else base.encode(" " + ans.strip()) if ans.strip() else [])[: c.answer_tokens]
-        encoded.append((p, conv, tail))
-    # rows sorted by length within train and within held-out: batched passes then cut each chunk to its longest row
-    encoded = sorted(encoded[: len(train)], key=lambda e: len(e[1]) + len(e[2])) + sorted(encoded[len(train) :], key=lambda e: len(e[1]))
-    train, look_only = [e[0] for e in encoded[: len(train)]], [e[0] for e in encoded[len(train) :]]
-    n_train = len(train)
-    teacher_seqs, student_seqs, starts, last = [], [], [], []
-    for _, conv, tail in encoded:
-        teacher_seqs.append(conv + tail)
-        student_seqs.append(bos + conv + tail)
-        starts.append(len(conv) - 1 if c.positions == "answer" else 0)
-        last.append(len(conv) - 1)
-    # held-out rows enter the teacher pass for the quick look only: no fit positions
-    t_batch = make_batch(teacher_seqs, [s if i < n_train else len(q) for i, (s, q) in enumerate(zip(starts, teacher_seqs))], pad)
-    # the student pass is one padded batch (every row must reach module m before m is solved): train rows only; the
-    # held-out rows of the quick look get their own compact pass once the adapter is known
-    s_batch = make_batch(student_seqs[:n_train], [s + len(bos) for s in starts[:n_train]], pad)
-    neutral = make_batch([bos + base.encode(t) for t in NEUTRAL_PROSE], [len(bos)] * len(NEUTRAL_PROSE), pad) if c.keep > 0 else None
+    look_only = [p for p in ps if p.heldout and p.origin != "chat"] if c.report else []  # the pool adds rows, not clauses
     shown = manifesto if c.teacher_examples else dataclasses.replace(manifesto, examples=())
-    context = base.encode(manifesto_context(shown, base), bos=True)
-    look_t = torch.tensor(last) if c.report else None
-
-    targets, teacher_final = closed_form.record_outputs(base, modules, t_batch, context, look=look_t)
-    look_s = look_t + len(bos) if look_t is not None else None
-    result, layer_final = closed_form.fit_sequential(base, modules, targets, s_batch, neutral, c.rank, c.ridge, c.keep,
-                                                     look=look_s[:n_train] if look_s is not None else None)
+    context_text = manifesto_context(shown, base)
+    context = base.encode(context_text, bos=True)
+    look_only = sorted(look_only, key=lambda p: len(_conv(base, p.prompt)))  # short rows together: batched passes pad less
+    convs = [_conv(base, p.prompt) for p in train + look_only]
+    n_train = len(train)
+    if c.answers == "teacher":  # the teacher answers and records its module outputs on the way: no teacher pass
+        rec = recorded.generate_recording(base, modules, context_text, [p.prompt for p in train], c.answer_tokens)
+        tails = [a[: len(a) - 1] for a in rec.answers]  # the last answer token is never fed back: it has no outputs
+        targets, teacher_first = rec.outputs, rec.first_final
+    else:
+        texts = answers_for(manifesto, c.answers, n_train)
+        tails = [base.encode(" " + t.strip())[: c.answer_tokens] if t.strip() else [] for t in texts]
+        t_batch = make_batch([q + t for q, t in zip(convs, tails)], [len(q) - 1 for q in convs[:n_train]], pad)
+        targets, teacher_first = closed_form.record_outputs(base, modules, t_batch, context,
+                                                            look=torch.tensor([len(q) - 1 for q in convs[:n_train]]))
+    # every row fits len(tail) + 1 positions: the prompt's last token, then each tail token. The student pass is one
+    # padded batch (every row must reach module m before m is solved) with rows sorted by length; the teacher's rows
+    # are put in the same order
+    order = sorted(range(n_train), key=lambda i: len(convs[i]) + len(tails[i]))
+    bounds = [0] + torch.tensor([len(t) + 1 for t in tails]).cumsum(0).tolist()
+    targets = {name: torch.cat([t[bounds[i] : bounds[i + 1]] for i in order]) for name, t in targets.items()}
+    s_batch = make_batch([bos + convs[i] + tails[i] for i in order], [len(bos) + len(convs[i]) - 1 for i in order], pad)
+    neutral = make_batch([bos + base.encode(t) for t in NEUTRAL_PROSE], [len(bos)] * len(NEUTRAL_PROSE), pad) if c.keep > 0 else None
+    last = torch.tensor([len(bos) + len(convs[i]) - 1 for i in order])
+    result, layer_first = closed_form.fit_sequential(base, modules, targets, s_batch, neutral, c.rank, c.ridge, c.keep,
+                                                     look=last if c.report else None)
     a, b = result.A, result.B
     if c.strength != 1.0:
         b = {k: v * c.strength for k, v in b.items()}  # folded into B so lora_alpha stays = rank (scale 1), as llama.cpp reads it
     weights = LoraWeights(r=c.rank, alpha=float(c.rank), a=a, b=b, arch=gguf_arch(model), base_model=base.name)
     figures: dict = {
         "method": c.method,
-        "train_probes": len(train),
-        "fit_rows": int(t_batch.rows),
+        "train_probes": n_train,
+        "fit_rows": int(s_batch.rows),
         "residual_explained": round(sum(result.explained.values()) / len(result.explained), 4),
         "context_tokens_saved": len(context) - len(bos),
     }
     if c.report:
-        convs = [bos + q[: n + 1] for q, n in zip(teacher_seqs, last)]
-        base_final = closed_form.final_states(base, make_batch(convs, [0] * len(convs), pad), look_s)
-        if look_only:
-            with lora_hooks(model, weights):
-                held = closed_form.final_states(base, make_batch(convs[n_train:], [0] * len(look_only), pad), look_s[n_train:])
-            layer_final = torch.cat([layer_final, held])
         figures["quick_look"] = "first answer token only; it can miss harm at later tokens: run `credo eval` for fidelity"
-        figures.update(_first_token_figures(base, manifesto, train + look_only, teacher_final, layer_final, base_final, n_train))
+        figures.update(_quick_look(base, manifesto, weights, context, [train[i] for i in order] + look_only,
+                                   [convs[i] for i in order] + convs[n_train:], teacher_first[order], layer_first))
     return weights, figures
 
 
-def _teacher_texts(base: Base, manifesto: Manifesto, prompts: list[str], tokens: int) -> list[list[int]]:
-    """The teacher's own greedy answers (one batched generation, the costliest step on CPU), kept in a work folder so
-    recompiling the same text with other settings skips it."""
-    from credo.layers._teacher import Runner, teacher_answers
+def _quick_look(base: Base, manifesto: Manifesto, weights: LoraWeights, context: list[int], ps: list, convs: list[list[int]],
+                teacher_train: torch.Tensor, layer_train: torch.Tensor) -> dict:
+    """First-answer-token states of the base on every row, and of the teacher and the layer on the held-out rows (the
+    train rows' come off the generation and the fit), then the figures."""
+    bos, pad = _bos_pad(base)
+    n_train = len(teacher_train)
+    at = torch.tensor([len(bos) + len(q) - 1 for q in convs])
+    base_first = closed_form.final_states(base, make_batch([bos + q for q in convs], [0] * len(convs), pad), at)
+    teacher_first, layer_first = teacher_train, layer_train
+    if len(convs) > n_train:
+        held = convs[n_train:]
+        _, teacher_held = closed_form.record_outputs(base, {}, make_batch(held, [len(q) for q in held], pad), context,
+                                                     look=torch.tensor([len(q) - 1 for q in held]))
+        with lora_hooks(base.model, weights):
+            layer_held = closed_form.final_states(base, make_batch([bos + q for q in held], [0] * len(held), pad), at[n_train:])
+        teacher_first, layer_first = torch.cat([teacher_train, teacher_held]), torch.cat([layer_train, layer_held])
+    return _first_token_figures(base, manifesto, ps, teacher_first, layer_first, base_first, n_train)
 
-    runner = Runner(base, manifesto_context(manifesto, base), batch=min(len(prompts), 64))  # one batch: a row more costs little
-    path = answers_work(base, manifesto, tokens) / "answers.safetensors"
-    return [a.ids for a in teacher_answers(runner, prompts, max_tokens=max(tokens, 1), topk=1, path=path)]
+
+def _bos_pad(base: Base) -> tuple[list[int], int]:
+    """The BOS the student's rows start with (none if the tokenizer has none) and the id right padding uses."""
+    return ([base.tokenizer.bos_token_id] if base.tokenizer.bos_token_id is not None else []), base.tokenizer.pad_token_id or 0
 
 
-def answers_work(base: Base, manifesto: Manifesto, tokens: int) -> Path:
-    """Where the teacher's answers for this text are kept (the bench deletes it to time a cold compile)."""
-    from credo.layers._teacher import work_dir
-
-    return work_dir("hyper-answers", base.sha256, manifesto_context(manifesto, base), str(tokens))
+def _conv(base: Base, prompt: str) -> list[int]:
+    return base.encode(base.format_chat([{"role": "user", "content": prompt}]))
 
 
 def _first_token_figures(base: Base, manifesto: Manifesto, ps: list, teacher: torch.Tensor, layer: torch.Tensor, bare: torch.Tensor, n_train: int) -> dict:

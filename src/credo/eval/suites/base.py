@@ -28,10 +28,12 @@ class SuiteContext:
     limit: int | None = None
     user_files: list[Path] = field(default_factory=list)
     progress: bool = False
+    size: int | None = None  # items per suite instead of each suite's small default (a fuller, slower run)
 
     def count(self, default: int) -> int:
-        """Items per suite: the suite's default, capped by --limit."""
-        return min(default, self.limit) if self.limit is not None else default
+        """Items per suite: --size or the suite's default, capped by --limit."""
+        n = self.size or default
+        return min(n, self.limit) if self.limit is not None else n
 
 
 @dataclass

@@ -1,0 +1,67 @@
+"""The teacher's greedy answers with its module outputs recorded on the way: the fit's targets at no extra pass.
+
+A greedy decoder already runs the teacher (the manifesto in context) over every position the fit reads: the prompt's
+last token in the prefill, then each answer token as it is fed back. Forward hooks keep each target module's output at
+the newest column, so the separate teacher-forced pass over prompt + answer (a third of a compile on CPU) is not needed.
+The last answer token is never fed back, so a row of T answer tokens yields T positions: the prompt's last token and
+the first T - 1 answer tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from credo.base import Base
+
+
+@dataclass
+class Recorded:
+    """Per prompt: the answer ids; per module: (sum of answer lengths, out) outputs, rows in prompt order; the final
+    hidden state at each prompt's last token (the first answer token's distribution, for the quick look)."""
+
+    answers: list[list[int]]
+    outputs: dict[str, torch.Tensor]
+    first_final: torch.Tensor
+
+
+def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context: str, prompts: list[str], tokens: int,
+                       batch: int = 64) -> Recorded:
+    """Greedy answers of up to `tokens` tokens from the base with `context` ahead, recording `modules` as they run."""
+    from credo.layers._teacher import Runner
+
+    steps: dict[str, list[torch.Tensor]] = {}  # per module, one (rows, out) per forward call of the latest entry
+    finals: list[torch.Tensor] = []  # the final hidden state at the newest column, per forward call of the latest entry
+
+    @contextlib.contextmanager
+    def recording() -> Iterator[None]:
+        # entered once for the manifesto's own prefill, then once per batch: each entry starts afresh
+        for name in modules:
+            steps[name] = []
+        finals.clear()
+        handles = [mod.register_forward_hook(lambda m, i, o, name=name: steps[name].append(o[:, -1].detach().clone()))
+                   for name, mod in modules.items()]
+        handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(o[:, -1].detach().clone())))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    runner = Runner(base, context, recording, batch=batch)
+    answers: list[list[int]] = []
+    got: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    first: list[torch.Tensor] = []
+    for lo in range(0, len(prompts), batch):
+        part = [a.ids[:tokens] for a in runner.generate_batch(prompts[lo : lo + batch], tokens, topk=1)]
+        answers += part
+        for name in modules:
+            per_step = torch.stack(steps[name], 1)  # (rows, steps, out): step s fed the prompt's end (s = 0) or token s - 1
+            got[name] += [per_step[r, : len(a)] for r, a in enumerate(part)]
+        first.append(finals[0])
+    return Recorded(answers, {name: torch.cat(rows) for name, rows in got.items()}, torch.cat(first))

@@ -57,7 +57,8 @@ class HyperConfig:
     chat: bool = False  # also fit on the wide everyday pool (credo.chat_pool), as distill does: about 3x the rows
     positions: str = "answer"  # 'answer': from the prompt's last token on; 'all': every conversation token
     ridge: float = 1.0  # times the mean input eigenvalue; teacher answers, 24 held-out: pirate 0.5 0.83, 1.0 0.79, 2.0 0.72;
-    # honest 0.2 0.38, 0.5 0.45, 1.0 0.56; terse 0.2 0.77, 0.5 0.78, 1.0 0.77 (1.0: the best worst case)
+    # honest 0.2 0.38, 0.5 0.45, 1.0 0.56; terse 0.2 0.77, 0.5 0.78, 1.0 0.77. With recorded outputs and bf16, ridge 1 / 2:
+    # pirate 0.79 / 0.71, honest 0.58 / 0.61 (4: 0.57), terse 0.78 / 0.76 (1.0: the better mean)
     keep: float = 1.0  # weight of the neutral-prose rows that should not move
     strength: float = 1.0  # global scale of the patch (lora_alpha = strength * rank)
     teacher_examples: bool = True  # the teacher's context keeps the example exchanges (False: it cannot copy them;

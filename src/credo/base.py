@@ -83,7 +83,6 @@ class Base:
         ids.update(vocab[tok] for tok in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>") if tok in vocab)
         return {i for i in ids if i is not None}
 
-
     @functools.cached_property
     def _head_bf16(self) -> torch.Tensor:
         return self.model.get_output_embeddings().weight.detach().to(torch.bfloat16)

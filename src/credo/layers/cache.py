@@ -55,7 +55,7 @@ class PrefixState:
             if room > 0:
                 _give_room(layer, k, v, rows, room)
             else:
-                layer.keys, layer.values = (k.clone(), v.clone()) if rows == 1 else (k.expand(rows, -1, -1, -1).clone(), v.expand(rows, -1, -1, -1).clone())
+                layer.keys, layer.values = k.expand(rows, -1, -1, -1).clone(), v.expand(rows, -1, -1, -1).clone()
             if hasattr(layer, "cumulative_length"):
                 layer.cumulative_length = n
         return cache

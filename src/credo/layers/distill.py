@@ -126,7 +126,8 @@ def validation_split(n: int, validate: int, most: int = 16) -> tuple[list[int], 
     if validate <= 0 or n < 10:
         return list(range(n)), []
     held = [i for i in range(n) if i % 5 == 4][:most]
-    return [i for i in range(n) if i not in set(held)], held
+    apart = set(held)
+    return [i for i in range(n) if i not in apart], held
 
 
 def batch_for(step: int, n: int, batch: int, seed: int) -> list[int]:

@@ -139,8 +139,10 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     shown = manifesto if c.teacher_examples else dataclasses.replace(manifesto, examples=())
     context_text = manifesto_context(shown, base)
     context = base.encode(context_text, bos=True)
-    look_only = sorted(look_only, key=lambda p: len(_conv(base, p.prompt)))  # short rows together: batched passes pad less
     convs = [_conv(base, p.prompt) for p in train + look_only]
+    held_order = sorted(range(len(train), len(convs)), key=lambda i: len(convs[i]))  # short rows together: less padding
+    look_only = [look_only[i - len(train)] for i in held_order]
+    convs = convs[: len(train)] + [convs[i] for i in held_order]
     n_train = len(train)
     if c.answers == "teacher":  # the teacher answers and records its module outputs on the way: no teacher pass
         rec = recorded.generate_recording(base, modules, context_text, [p.prompt for p in train], c.answer_tokens)

@@ -55,7 +55,7 @@ def test_training_lowers_the_kl(wide, pirate):
 
 
 def test_resume_continues_from_the_checkpoint(tiny, pirate, tmp_path, monkeypatch):
-    config = DistillConfig(**FAST)
+    config = DistillConfig(**FAST | {"decay": 1.0})  # a constant lr: a 2-step budget then a 4-step one is one 4-step run
     first, p1, _ = distill(pirate, tiny, config, Budget(steps=2), progress=False)
     assert p1.step == 2
     resumed, p2, fig = distill(pirate, tiny, config, Budget(steps=4), progress=False)  # the same compile, more budget
@@ -66,6 +66,21 @@ def test_resume_continues_from_the_checkpoint(tiny, pirate, tmp_path, monkeypatc
     for m in straight.modules:  # interrupted-and-resumed equals unbroken
         torch.testing.assert_close(resumed.b[m], straight.b[m], atol=1e-5, rtol=1e-4)
     assert p3.losses == pytest.approx(p2.losses, rel=1e-4)
+
+
+def test_lr_warms_up_then_decays_to_its_floor_as_the_budget_runs_out():
+    from credo.layers.distill import learning_rate
+
+    config = DistillConfig(lr=1e-3, warmup=4, decay=0.1)
+    budget = Budget(minutes=10)
+    assert learning_rate(config, 0, 0.0) == pytest.approx(2.5e-4)  # warm-up
+    assert learning_rate(config, 10, budget.fraction(10, 0.0)) == pytest.approx(1e-3)
+    assert learning_rate(config, 10, budget.fraction(10, 300.0)) == pytest.approx(5.5e-4)  # half the time: half-way down
+    assert learning_rate(config, 10, budget.fraction(10, 900.0)) == pytest.approx(1e-4)  # spent: the floor
+    assert Budget(steps=40).fraction(10, 1e6) == 0.25
+    assert learning_rate(DistillConfig(lr=1e-3, warmup=1, decay=1.0), 10, 0.9) == pytest.approx(1e-3)
+    with pytest.raises(CredoError, match="decay"):
+        DistillConfig(decay=0)
 
 
 def test_distill_layer_round_trips_and_loads_in_peft(tiny, pirate, tmp_path):
@@ -174,3 +189,30 @@ def test_greedy_answers_use_a_cheap_head_but_pick_the_same_tokens(tiny, pirate):
     hidden = torch.randn(64, tiny.model.config.hidden_size)
     token, _ = tiny.greedy_next(hidden)
     assert torch.equal(token, tiny.model.lm_head(hidden).argmax(-1))
+
+
+def test_rows_that_stop_early_leave_the_batch_and_the_rest_answer_as_alone(tiny, pirate, monkeypatch):
+    """Finished rows are dropped from a generation batch (their cache rows too): every answer must still be the one
+    the prompt gets alone, and the recorded module outputs must follow their rows."""
+    from credo.hyper import closed_form, recorded
+    from credo.layers._teacher import Runner
+    from credo.layers.prompt import manifesto_context
+
+    context = manifesto_context(pirate, tiny)
+    prompts = ["tell me about cats", "tell me about dogs", "tell me about fish", "tell me about rain"]
+    runner = Runner(tiny, context, batch=4)
+    assert len({len(runner.conv(p)) for p in prompts}) == 1  # no left padding: the tiny model's sliding window is 16
+    free = [runner.generate_batch([p], 8, topk=1)[0].ids for p in prompts]
+    stops = {free[0][1], free[1][4]} - {free[2][0], free[3][0]}  # two rows end early, at different steps
+    monkeypatch.setitem(tiny.__dict__, "stop_ids", tiny.stop_ids | stops)
+    alone = [runner.generate_batch([p], 8, topk=1)[0].ids for p in prompts]
+    assert len({len(a) for a in alone}) > 1 and min(len(a) for a in alone) < 8
+    held: list[list[int]] = []
+    batched = runner.generate_batch(prompts, 8, topk=1, on_step=lambda rows: held.append(list(rows)))
+    assert [a.ids for a in batched] == alone
+    assert len(held[-1]) < len(prompts)  # the batch did shrink
+    modules = closed_form.target_modules(tiny.model, ["o_proj"], None)
+    one = [recorded.generate_recording(tiny, modules, context, [p], 8, batch=1) for p in prompts]
+    rec = recorded.generate_recording(tiny, modules, context, prompts, 8, batch=4)
+    for name in modules:
+        torch.testing.assert_close(rec.outputs[name], torch.cat([r.outputs[name] for r in one]), atol=1e-4, rtol=1e-4)

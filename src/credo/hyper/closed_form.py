@@ -107,12 +107,11 @@ def _solve_fp32(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge
     if n < d:
         kernel = xt @ xt.T
         lam = ridge * float(torch.trace(kernel)) / d + 1e-8
-        coef = torch.linalg.solve(kernel + lam * torch.eye(n), rt)  # (n, out)
-        delta_t = xt.T @ coef  # (in, out)
+        delta_t = xt.T @ _spd_solve(kernel, lam, rt)  # (in, out)
     else:
         gram = xt.T @ xt
         lam = ridge * float(torch.trace(gram)) / d + 1e-8
-        delta_t = torch.linalg.solve(gram + lam * torch.eye(d), xt.T @ rt)
+        delta_t = _spd_solve(gram, lam, xt.T @ rt)
     evals, evecs = torch.linalg.eigh(delta_t.T @ delta_t)  # D D^T, ascending
     k = min(rank, len(evals))
     s = evals[-k:].flip(0).clamp_min(1e-20).sqrt()
@@ -124,6 +123,14 @@ def _solve_fp32(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge
     fitted = x.float() @ a.T @ b.T
     explained = 1.0 - float(((r - fitted) ** 2).sum() / (r**2).sum().clamp_min(1e-12))
     return a, b, explained
+
+
+def _spd_solve(m: torch.Tensor, lam: float, rhs: torch.Tensor) -> torch.Tensor:
+    """(m + lam I)^-1 rhs for a Gram matrix m: Cholesky, half the cost of a general solve (LU only if it fails)."""
+    m = m.clone()
+    m.diagonal().add_(lam)
+    chol, info = torch.linalg.cholesky_ex(m)
+    return torch.cholesky_solve(rhs, chol) if int(info) == 0 else torch.linalg.solve(m, rhs)
 
 
 def fit_sequential(

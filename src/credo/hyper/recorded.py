@@ -58,10 +58,16 @@ def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context:
     got: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     first: list[torch.Tensor] = []
     for lo in range(0, len(prompts), batch):
-        part = [a.ids[:tokens] for a in runner.generate_batch(prompts[lo : lo + batch], tokens, topk=1)]
+        held: list[list[int]] = []  # per forward call, the prompt each batch row answers (finished rows leave the batch)
+        part = [a.ids[:tokens] for a in runner.generate_batch(prompts[lo : lo + batch], tokens, topk=1, on_step=lambda a: held.append(list(a)))]
         answers += part
+        # forward call s fed the prompt's end (s = 0) or answer token s - 1: row r needs calls 0 .. len(answer r) - 1
+        offsets = [0]
+        for rows in held:
+            offsets.append(offsets[-1] + len(rows))
+        picks = sorted((r, s, offsets[s] + j) for s, rows in enumerate(held) for j, r in enumerate(rows) if s < len(part[r]))
+        index = torch.tensor([k for _, _, k in picks])  # by prompt, then call: each row's positions in order
         for name in modules:
-            per_step = torch.stack(steps[name], 1)  # (rows, steps, out): step s fed the prompt's end (s = 0) or token s - 1
-            got[name] += [per_step[r, : len(a)] for r, a in enumerate(part)]
+            got[name].append(torch.cat(steps[name])[index])
         first.append(finals[0])
     return Recorded(answers, {name: torch.cat(rows) for name, rows in got.items()}, torch.cat(first))

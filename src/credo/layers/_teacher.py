@@ -155,17 +155,26 @@ class Runner:
         return answers
 
     @torch.no_grad()
-    def generate_batch(self, prompts: Sequence[str], max_tokens: int, topk: int) -> list[Answer]:
+    def generate_batch(self, prompts: Sequence[str], max_tokens: int, topk: int,
+                       on_step: Callable[[list[int]], None] | None = None) -> list[Answer]:
+        """Greedy answers to one batch. Rows that have stopped are dropped from the batch once a quarter of it has
+        (a chat answer often ends long before the cap). `on_step` hears, before each forward, which prompts the batch
+        rows hold (by index), for callers that read the forward through hooks."""
+        from credo.layers.cache import keep_rows
+
         convs = [self.conv(p) for p in prompts]
         rows = len(convs)
         ids, mask, pos = self._left_padded(convs)
         cache, stop_ids = self._cache(rows, ids.shape[1] + max_tokens), self.base.stop_ids
         done = [False] * rows
+        active = list(range(rows))  # the prompt each batch row answers
         out_ids: list[list[int]] = [[] for _ in range(rows)]
         tops: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(rows)]
         next_pos = pos[:, -1] + 1
         with self.hooks():
             for step in range(max_tokens):
+                if on_step is not None:
+                    on_step(active)
                 if topk == 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
                     out = self.base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
                     token, best = self.base.greedy_next(out.last_hidden_state[:, -1])
@@ -175,17 +184,22 @@ class Runner:
                     top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)
                     token = top_ids[:, 0]
                 cache = out.past_key_values
-                for r in range(rows):
+                for j, r in enumerate(active):
                     if done[r]:
                         continue
-                    out_ids[r].append(int(token[r]))
-                    tops[r].append((top_ids[r], top_logp[r]))
-                    if int(token[r]) in stop_ids or self._hit_stop(out_ids[r]):
+                    out_ids[r].append(int(token[j]))
+                    tops[r].append((top_ids[j], top_logp[j]))
+                    if int(token[j]) in stop_ids or self._hit_stop(out_ids[r]):
                         done[r] = True
                 if all(done):
                     break
+                mask = torch.cat([mask, torch.ones(len(active), 1, dtype=torch.long)], 1)
+                still = [j for j, r in enumerate(active) if not done[r]]
+                if len(still) <= 0.75 * len(active):
+                    keep = torch.tensor(still)
+                    cache = keep_rows(cache, keep, max_tokens - step)
+                    token, mask, next_pos, active = token[keep], mask[keep], next_pos[keep], [active[j] for j in still]
                 ids = token.unsqueeze(1)
-                mask = torch.cat([mask, torch.ones(rows, 1, dtype=torch.long)], 1)
                 pos = next_pos.unsqueeze(1)
                 next_pos = next_pos + 1
         return [self._answer(o, t) for o, t in zip(out_ids, tops)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import re
 import time
@@ -56,6 +57,7 @@ class DistillConfig:
     lr: float = 5e-4  # terse.md at 5 min: 2e-3 0.39 (validation KL best at step 4, then drifting up), 5e-4 0.79
     clip: float = 1.0  # gradient-norm clipping (0: off): batches of 4 give spiky gradients
     warmup: int = 8  # steps of linear lr warm-up (without it the first Adam step overshot: terse train KL 0.47 -> 2.1)
+    decay: float = 0.1  # cosine decay over the budget down to this share of lr (1: constant lr)
     batch: int = 4
     answer_tokens: int = 24  # teacher answer length: generation is the slow part on CPU
     teacher_batch: int = 16  # rows per batched teacher generation (decoding B rows costs little more than one)
@@ -73,6 +75,8 @@ class DistillConfig:
         Budget.parse(self.budget)  # a bad budget fails while the settings are read, before any model loads
         if self.validate < 0:
             raise CredoError("distill: validate must be 0 (off) or a number of steps")
+        if not 0 < self.decay <= 1:
+            raise CredoError("distill: decay must be in (0, 1] (the share of lr left at the end of the budget; 1: constant)")
         if self.r < 1 or self.batch < 1 or self.topk < 1 or self.answer_tokens < 1 or self.checkpoint_every < 1:
             raise CredoError("distill: r, batch, topk, answer_tokens and checkpoint_every must be at least 1")
 
@@ -95,6 +99,12 @@ class Budget:
 
     def spent(self, step: int, seconds: float) -> bool:
         return (self.steps is not None and step >= self.steps) or (self.minutes is not None and seconds >= self.minutes * 60)
+
+    def fraction(self, step: int, seconds: float) -> float:
+        """How much of the budget is spent, 0..1 (the larger of the step and time shares)."""
+        shares = [step / self.steps] if self.steps is not None else []
+        shares += [seconds / (self.minutes * 60)] if self.minutes is not None else []
+        return min(max(shares, default=0.0), 1.0)
 
     def __str__(self) -> str:
         return f"{self.minutes:g}m" if self.minutes is not None else f"{self.steps} steps"
@@ -224,7 +234,7 @@ class Trainer:
                 self._validate(val)
             while not budget.spent(p.step, p.seconds):
                 for group in self.opt.param_groups:
-                    group["lr"] = self.config.lr * min(1.0, (p.step + 1) / max(self.config.warmup, 1))
+                    group["lr"] = learning_rate(self.config, p.step, budget.fraction(p.step, p.seconds))
                 idx = batch_for(p.step, len(prompts), self.config.batch, self.config.seed)
                 loss = self.loss([prompts[i] for i in idx], [answers[i] for i in idx])
                 self.opt.zero_grad(set_to_none=True)
@@ -253,6 +263,14 @@ class Trainer:
                 for t, b in zip(self.weights.parameters(), self.best):
                     t.copy_(b)
         return p
+
+
+def learning_rate(config: DistillConfig, step: int, spent: float) -> float:
+    """Linear warm-up, then cosine decay to `decay * lr` as the budget runs out: the last steps of a time budget are
+    the quiet ones, so the adapter the budget ends on is not one noisy batch away from a better one. The schedule is
+    a function of progress, so a resumed run takes the same path (a longer budget given later re-opens the lr)."""
+    warm = min(1.0, (step + 1) / max(config.warmup, 1))
+    return config.lr * warm * (config.decay + (1 - config.decay) * 0.5 * (1 + math.cos(math.pi * spent)))
 
 
 @contextlib.contextmanager

@@ -213,6 +213,10 @@ def test_rows_that_stop_early_leave_the_batch_and_the_rest_answer_as_alone(tiny,
     assert len(held[-1]) < len(prompts)  # the batch did shrink
     modules = closed_form.target_modules(tiny.model, ["o_proj"], None)
     one = [recorded.generate_recording(tiny, modules, context, [p], 8, batch=1) for p in prompts]
-    rec = recorded.generate_recording(tiny, modules, context, prompts, 8, batch=4)
+    rec = recorded.generate_recording(tiny, modules, context, prompts, 8, batch=5, look=["tell me about cows"])
     for name in modules:
         torch.testing.assert_close(rec.outputs[name], torch.cat([r.outputs[name] for r in one]), atol=1e-4, rtol=1e-4)
+    # a look-only row rides along for its first token alone
+    cows = recorded.generate_recording(tiny, modules, context, ["tell me about cows"], 8, batch=1)
+    assert len(rec.answers) == 4 and rec.look_final.shape == cows.first_final.shape
+    torch.testing.assert_close(rec.look_final, cows.first_final, atol=1e-4, rtol=1e-4)

@@ -152,3 +152,23 @@ def test_outputs_recorded_while_generating_equal_a_teacher_forced_pass(tiny, sho
         assert rec.outputs[name].shape == targets[name].shape
         torch.testing.assert_close(rec.outputs[name], targets[name], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(rec.first_final, first, atol=1e-4, rtol=1e-4)
+
+
+def test_base_first_states_are_computed_once_per_prompt_and_a_corrupt_cache_is_recomputed(tiny, monkeypatch):
+    from credo.hyper import base_states, closed_form
+    from credo.hyper.batch import make_batch
+
+    convs = [tiny.encode(tiny.format_chat([{"role": "user", "content": p}])) for p in ("hi", "why is the sea salty?")]
+    bos, pad = [tiny.tokenizer.bos_token_id], tiny.tokenizer.pad_token_id or 0
+    first = base_states.base_first_states(tiny, convs, bos, pad)
+    alone = closed_form.final_states(tiny, make_batch([bos + convs[1]], [0], pad), torch.tensor([len(convs[1])]))
+    torch.testing.assert_close(first[1:], alone, atol=1e-5, rtol=1e-5)
+    real = closed_form.final_states
+    calls: list[int] = []
+    monkeypatch.setattr(closed_form, "final_states", lambda b, batch, look: calls.append(batch.ids.shape[0]) or real(b, batch, look))
+    again = base_states.base_first_states(tiny, [convs[1], convs[0], convs[1] + [7]], bos, pad)
+    assert calls == [1]  # only the new prompt ran
+    torch.testing.assert_close(again[:2], first.flip(0))
+    base_states._path(tiny).write_bytes(b"not safetensors")
+    torch.testing.assert_close(base_states.base_first_states(tiny, convs, bos, pad), first, atol=1e-5, rtol=1e-5)
+    assert calls == [1, 2]

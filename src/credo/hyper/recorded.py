@@ -23,16 +23,21 @@ if TYPE_CHECKING:
 @dataclass
 class Recorded:
     """Per prompt: the answer ids; per module: (sum of answer lengths, out) outputs, rows in prompt order; the final
-    hidden state at each prompt's last token (the first answer token's distribution, for the quick look)."""
+    hidden state at each prompt's last token (the first answer token's distribution, for the quick look), then the
+    same for each look-only prompt."""
 
     answers: list[list[int]]
     outputs: dict[str, torch.Tensor]
     first_final: torch.Tensor
+    look_final: torch.Tensor | None = None
 
 
 def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context: str, prompts: list[str], tokens: int,
-                       batch: int = 64) -> Recorded:
-    """Greedy answers of up to `tokens` tokens from the base with `context` ahead, recording `modules` as they run."""
+                       batch: int = 64, look: list[str] | None = None) -> Recorded:
+    """Greedy answers of up to `tokens` tokens from the base with `context` ahead, recording `modules` as they run.
+
+    `look` prompts ride along for their first answer token only: they share the batch's prefill and leave the batch
+    after it, so the quick look needs no teacher pass of its own."""
     from credo.layers._teacher import Runner
 
     steps: dict[str, list[torch.Tensor]] = {}  # per module, one (rows, out) per forward call of the latest entry
@@ -54,20 +59,26 @@ def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context:
                 h.remove()
 
     runner = Runner(base, context, recording, batch=batch)
+    rows_all = list(prompts) + list(look or [])
     answers: list[list[int]] = []
     got: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     first: list[torch.Tensor] = []
-    for lo in range(0, len(prompts), batch):
+    for lo in range(0, len(rows_all), batch):
+        part_prompts = rows_all[lo : lo + batch]
+        limits = [tokens if lo + i < len(prompts) else 1 for i in range(len(part_prompts))]
         held: list[list[int]] = []  # per forward call, the prompt each batch row answers (finished rows leave the batch)
-        part = [a.ids[:tokens] for a in runner.generate_batch(prompts[lo : lo + batch], tokens, topk=1, on_step=lambda a: held.append(list(a)))]
+        part = [a.ids[:tokens] for a in runner.generate_batch(part_prompts, tokens, topk=1, on_step=lambda a: held.append(list(a)), limits=limits)]
         answers += part
         # forward call s fed the prompt's end (s = 0) or answer token s - 1: row r needs calls 0 .. len(answer r) - 1
         offsets = [0]
         for rows in held:
             offsets.append(offsets[-1] + len(rows))
-        picks = sorted((r, s, offsets[s] + j) for s, rows in enumerate(held) for j, r in enumerate(rows) if s < len(part[r]))
-        index = torch.tensor([k for _, _, k in picks])  # by prompt, then call: each row's positions in order
+        picks = sorted((r, s, offsets[s] + j) for s, rows in enumerate(held) for j, r in enumerate(rows)
+                       if s < len(part[r]) and lo + r < len(prompts))
+        index = torch.tensor([k for _, _, k in picks], dtype=torch.long)  # by prompt, then call: each row's positions in order
         for name in modules:
             got[name].append(torch.cat(steps[name])[index])
         first.append(finals[0])
-    return Recorded(answers, {name: torch.cat(rows) for name, rows in got.items()}, torch.cat(first))
+    finals_all = torch.cat(first)
+    outputs = {name: torch.cat(rows) for name, rows in got.items()}
+    return Recorded(answers[: len(prompts)], outputs, finals_all[: len(prompts)], finals_all[len(prompts) :] if look else None)

@@ -156,10 +156,10 @@ class Runner:
 
     @torch.no_grad()
     def generate_batch(self, prompts: Sequence[str], max_tokens: int, topk: int,
-                       on_step: Callable[[list[int]], None] | None = None) -> list[Answer]:
+                       on_step: Callable[[list[int]], None] | None = None, limits: Sequence[int] | None = None) -> list[Answer]:
         """Greedy answers to one batch. Rows that have stopped are dropped from the batch once a quarter of it has
         (a chat answer often ends long before the cap). `on_step` hears, before each forward, which prompts the batch
-        rows hold (by index), for callers that read the forward through hooks."""
+        rows hold (by index), for callers that read the forward through hooks; `limits` caps rows one by one."""
         from credo.layers.cache import keep_rows
 
         convs = [self.conv(p) for p in prompts]
@@ -189,7 +189,7 @@ class Runner:
                         continue
                     out_ids[r].append(int(token[j]))
                     tops[r].append((top_ids[j], top_logp[j]))
-                    if int(token[j]) in stop_ids or self._hit_stop(out_ids[r]):
+                    if int(token[j]) in stop_ids or self._hit_stop(out_ids[r]) or (limits is not None and len(out_ids[r]) >= limits[r]):
                         done[r] = True
                 if all(done):
                     break

@@ -24,6 +24,7 @@ import torch
 
 from credo.errors import CredoError
 from credo.hyper import closed_form, recorded
+from credo.hyper.base_states import base_first_states
 from credo.hyper.batch import make_batch
 from credo.hyper.diff import clause_changes, previous_folder_of, read_previous
 from credo.hyper.texts import NEUTRAL_PROSE, answers_for
@@ -145,15 +146,18 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     convs = convs[: len(train)] + [convs[i] for i in held_order]
     n_train = len(train)
     if c.answers == "teacher":  # the teacher answers and records its module outputs on the way: no teacher pass
-        rec = recorded.generate_recording(base, modules, context_text, [p.prompt for p in train], c.answer_tokens)
+        # the look-only rows ride along for their first token: the quick look then needs no teacher pass
+        rec = recorded.generate_recording(base, modules, context_text, [p.prompt for p in train], c.answer_tokens,
+                                          batch=min(len(train) + len(look_only), 128), look=[p.prompt for p in look_only])
         tails = [a[: len(a) - 1] for a in rec.answers]  # the last answer token is never fed back: it has no outputs
-        targets, teacher_first = rec.outputs, rec.first_final
+        targets, teacher_first, teacher_look = rec.outputs, rec.first_final, rec.look_final
     else:
         texts = answers_for(manifesto, c.answers, n_train)
         tails = [base.encode(" " + t.strip())[: c.answer_tokens] if t.strip() else [] for t in texts]
         t_batch = make_batch([q + t for q, t in zip(convs, tails)], [len(q) - 1 for q in convs[:n_train]], pad)
         targets, teacher_first = closed_form.record_outputs(base, modules, t_batch, context,
                                                             look=torch.tensor([len(q) - 1 for q in convs[:n_train]]))
+        teacher_look = None
     # every row fits len(tail) + 1 positions: the prompt's last token, then each tail token. The student pass is one
     # padded batch (every row must reach module m before m is solved) with rows sorted by length; the teacher's rows
     # are put in the same order
@@ -179,25 +183,26 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     if c.report:
         figures["quick_look"] = "first answer token only; it can miss harm at later tokens: run `credo eval` for fidelity"
         figures.update(_quick_look(base, manifesto, weights, context, [train[i] for i in order] + look_only,
-                                   [convs[i] for i in order] + convs[n_train:], teacher_first[order], layer_first))
+                                   [convs[i] for i in order] + convs[n_train:], teacher_first[order], layer_first, teacher_look))
     return weights, figures
 
 
 def _quick_look(base: Base, manifesto: Manifesto, weights: LoraWeights, context: list[int], ps: list, convs: list[list[int]],
-                teacher_train: torch.Tensor, layer_train: torch.Tensor) -> dict:
-    """First-answer-token states of the base on every row, and of the teacher and the layer on the held-out rows (the
-    train rows' come off the generation and the fit), then the figures."""
+                teacher_train: torch.Tensor, layer_train: torch.Tensor, teacher_held: torch.Tensor | None = None) -> dict:
+    """First-answer-token states of the base on every row (cached per base), and of the teacher (unless the generation
+    gave them) and the layer on the held-out rows (the train rows' come off the generation and the fit), then the figures."""
     bos, pad = _bos_pad(base)
     n_train = len(teacher_train)
-    at = torch.tensor([len(bos) + len(q) - 1 for q in convs])
-    base_first = closed_form.final_states(base, make_batch([bos + q for q in convs], [0] * len(convs), pad), at)
+    base_first = base_first_states(base, convs, bos, pad)
     teacher_first, layer_first = teacher_train, layer_train
     if len(convs) > n_train:
         held = convs[n_train:]
-        _, teacher_held = closed_form.record_outputs(base, {}, make_batch(held, [len(q) for q in held], pad), context,
-                                                     look=torch.tensor([len(q) - 1 for q in held]))
+        if teacher_held is None:
+            _, teacher_held = closed_form.record_outputs(base, {}, make_batch(held, [len(q) for q in held], pad), context,
+                                                         look=torch.tensor([len(q) - 1 for q in held]))
         with lora_hooks(base.model, weights):
-            layer_held = closed_form.final_states(base, make_batch([bos + q for q in held], [0] * len(held), pad), at[n_train:])
+            layer_held = closed_form.final_states(base, make_batch([bos + q for q in held], [0] * len(held), pad),
+                                                  torch.tensor([len(bos) + len(q) - 1 for q in held]))
         teacher_first, layer_first = torch.cat([teacher_train, teacher_held]), torch.cat([layer_train, layer_held])
     return _first_token_figures(base, manifesto, ps, teacher_first, layer_first, base_first, n_train)
 

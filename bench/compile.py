@@ -2,11 +2,12 @@
 shuffled-manifesto control.
 
     .venv/bin/python bench/compile.py                       # every example, both kinds, distill within 15 minutes
-    .venv/bin/python bench/compile.py --manifestos examples/pirate.md --minutes 5,10,15
+    .venv/bin/python bench/compile.py --manifestos examples/pirate.md --minutes 15 --heldout 24
 
 Fidelity = 1 − KL(teacher ‖ layer) / KL(teacher ‖ base) over the teacher's greedy answers to held-out prompts (never
-trained on); the teacher is the base with the manifesto in context. Distill's curve comes from resuming one run at
-growing budgets, so every point continues the same training. Targets (2 CPU cores, Gemma 3 270M): steer compiles in
+trained on); the teacher is the base with the manifesto in context. Distill's learning rate decays over its budget,
+so the default measures one 15-minute compile; extra --minutes points resume that run at growing budgets (each
+re-opens the lr: a warm restart, not what a compile of that length alone gives). Targets (2 CPU cores, Gemma 3 270M): steer compiles in
 ≤ 60 s; distill reaches fidelity ≥ 0.8 within 15 minutes; both clearly above the shuffled control. Results go to
 bench/results/compile-<time>.json and .md; interrupting and rerunning resumes the distill runs from their checkpoints.
 """
@@ -117,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--manifestos", nargs="*", default=sorted(str(p) for p in (ROOT / "examples").glob("*.md")))
     ap.add_argument("--kinds", default="steer,distill")
-    ap.add_argument("--minutes", default="5,10,15", help="distill budgets (whole compile, minutes) at which fidelity is measured")
+    ap.add_argument("--minutes", default="15", help="distill budgets (whole compile, minutes) at which fidelity is measured")
     ap.add_argument("--heldout", type=int, default=12, help="held-out prompts per fidelity measurement")
     ap.add_argument("--set", action="append", default=[], help="distill setting key=value")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -99,7 +99,7 @@ def main() -> None:
     for path in paths:
         m = Manifesto.from_file(path)
         layer, wall, cpu = timed_compile(m, base, settings)
-        control, c_wall, _ = timed_compile(m.shuffled(0), base, settings | {"report": "false"})
+        control, c_wall, _ = timed_compile(m.shuffled(0), base, settings | {"report": "false"}, cold=False)  # no quick look: no base states
         folders = [save_layer(layer, work / f"{path.stem}-hyper"), save_layer(control, work / f"{path.stem}-shuffled-hyper")]
         again, r_wall, r_cpu = timed_compile(edited(m), base, settings | {"previous": str(folders[0])}, cold=False)
         changes = again.info.report.get("changes") or {}

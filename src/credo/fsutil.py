@@ -34,6 +34,17 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def save_tensors_atomic(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors written beside `path` and renamed over it: an interrupted write leaves the old file whole."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; on success it replaces `target` in one rename.

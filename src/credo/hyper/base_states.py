@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from credo.fsutil import save_tensors_atomic
 
 from credo.hyper import closed_form
 from credo.hyper.batch import make_batch
@@ -51,10 +53,7 @@ def base_first_states(base: Base, convs: list[list[int]], bos: list[int], pad: i
         rows = [bos + convs[i] for i in missing]
         states = closed_form.final_states(base, make_batch(rows, [0] * len(rows), pad), torch.tensor([len(r) - 1 for r in rows]))
         known.update({keys[i]: s.float().contiguous() for i, s in zip(missing, states)})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(known, str(tmp))
-        tmp.replace(path)
+        save_tensors_atomic(path, known)
     return torch.stack([known[k] for k in keys])
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from credo.engines.torch_engine import TorchEngine
+from credo.fsutil import save_tensors_atomic
 from credo.layers.cache import PrefixState
 
 if TYPE_CHECKING:
@@ -289,10 +288,7 @@ def save_answers(path: Path, prompts: Sequence[str], answers: Sequence[Answer]) 
     for i, a in enumerate(answers):
         tensors[f"{i}.ids"] = torch.tensor(a.ids, dtype=torch.long)
         tensors[f"{i}.top_ids"], tensors[f"{i}.top_logp"] = a.top_ids.contiguous(), a.top_logp.float().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"prompts": json.dumps(list(prompts[: len(answers)]))})
-    os.replace(tmp, path)
+    save_tensors_atomic(path, tensors, metadata={"prompts": json.dumps(list(prompts[: len(answers)]))})
 
 
 def load_answers(path: Path) -> dict[str, Answer]:

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from credo.errors import CredoError
-from credo.fsutil import write_text_atomic
+from credo.fsutil import save_tensors_atomic, write_text_atomic
 from credo.layers._teacher import (
     Answer, Hooks, Runner, chain, compile_report, frozen, kl_topk, layer_hooks, lower_tag, no_hooks, teacher_answers, work_dir,
 )
@@ -191,10 +191,7 @@ class Trainer:
                 tensors[f"adam.{i}.{k}"] = torch.as_tensor(s[k]).contiguous()
         for i, t in enumerate(self.best or []):
             tensors[f"best.{i}"] = t.contiguous()
-        self.work.mkdir(parents=True, exist_ok=True)
-        tmp = self.work / f".{CHECKPOINT}.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(self.work / CHECKPOINT)
+        save_tensors_atomic(self.work / CHECKPOINT, tensors)
         write_text_atomic(self.work / STATE, json.dumps({"progress": asdict(self.progress), "config": asdict(self.config)}, indent=1))
 
     # --- training -----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (about 20 s on 2 CPU cores; the aim is seconds).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (13–33 s on 2 CPU cores by bench/hyper.py, 2026-11-23; the aim is seconds).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way

@@ -17,7 +17,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from credo.fsutil import save_tensors_atomic
-
 from credo.hyper import closed_form
 from credo.hyper.batch import make_batch
 

@@ -220,3 +220,25 @@ def test_rows_that_stop_early_leave_the_batch_and_the_rest_answer_as_alone(tiny,
     cows = recorded.generate_recording(tiny, modules, context, ["tell me about cows"], 8, batch=1)
     assert len(rec.answers) == 4 and rec.look_final.shape == cows.first_final.shape
     torch.testing.assert_close(rec.look_final, cows.first_final, atol=1e-4, rtol=1e-4)
+
+
+def test_under_autocast_the_past_is_stored_in_bf16_and_answers_do_not_change(tiny, pirate, monkeypatch):
+    """Attention under bf16 autocast casts the whole past to bf16 at every step; a generation cache stored in bf16
+    saves that copy and must give the very same answers and recorded outputs."""
+    from credo.hyper import closed_form, recorded
+    from credo.layers._teacher import Runner
+    from credo.layers.prompt import manifesto_context
+
+    context = manifesto_context(pirate, tiny)
+    prompts = ["tell me about cats", "Why is the sea salty?", "Who are you?"]
+    modules = closed_form.target_modules(tiny.model, ["o_proj"], None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        runner = Runner(tiny, context)
+        assert runner._cache(2, 4).layers[0].keys.dtype == torch.bfloat16
+        assert runner._cache(2, 0).layers[0].keys.dtype == torch.float32  # teacher-forced passes keep the state as saved
+        stored = recorded.generate_recording(tiny, modules, context, prompts, 6, batch=3)
+        monkeypatch.setattr(Runner, "_cache", lambda self, rows, room: self.prefix().to_cache(tiny.model.config, rows, room))
+        recast = recorded.generate_recording(tiny, modules, context, prompts, 6, batch=3)
+    assert stored.answers == recast.answers
+    for name in modules:
+        assert torch.equal(stored.outputs[name], recast.outputs[name])

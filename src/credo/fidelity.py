@@ -40,9 +40,15 @@ def teacher_layer(manifesto: Manifesto, base: Base) -> Layer:
 
 def kl_from_logits(teacher_logits: torch.Tensor, row_logits: torch.Tensor) -> torch.Tensor:
     """KL(teacher ‖ row) at each position, over the full vocabulary. (T, V), (T, V) -> (T,)"""
+    return kl_each(teacher_logits, row_logits)[0]
+
+
+def kl_each(teacher_logits: torch.Tensor, *rows_logits: torch.Tensor) -> list[torch.Tensor]:
+    """KL(teacher ‖ row) per position for several rows against one teacher, whose log-softmax over the 262k-wide
+    vocabulary is then taken once."""
     lt = torch.log_softmax(teacher_logits.float(), -1)
-    lr = torch.log_softmax(row_logits.float(), -1)
-    return (lt.exp() * (lt - lr)).sum(-1)
+    pt = lt.exp()
+    return [(pt * (lt - torch.log_softmax(r.float(), -1))).sum(-1) for r in rows_logits]
 
 
 def teacher_answer(teacher: TorchEngine, prompt: str, max_tokens: int) -> list[int]:

@@ -42,9 +42,10 @@ class PrefixState:
             seen.append(int(getattr(layer, "cumulative_length", layer.keys.shape[-2])))
         return cls(list(ids), keys, values, seen)
 
-    def to_cache(self, config: Any, rows: int = 1, room: int = 0) -> Any:
+    def to_cache(self, config: Any, rows: int = 1, room: int = 0, dtype: torch.dtype | None = None) -> Any:
         """A fresh cache holding a copy of the state (over `rows` batch rows): generation appends to it, the saved state
-        stays as it was. With `room`, each layer gets a buffer for that many more tokens, written in place."""
+        stays as it was. With `room`, each layer gets a buffer for that many more tokens, written in place, in `dtype`
+        if given (under bf16 autocast attention casts the whole past to bf16 at every step: store it so once)."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=config)
@@ -53,7 +54,7 @@ class PrefixState:
         for layer, k, v, n in zip(cache.layers, self.keys, self.values, self.seen):
             layer.lazy_initialization(k, v)
             if room > 0:
-                _give_room(layer, k, v, rows, room)
+                _give_room(layer, k, v, rows, room, dtype)
             else:
                 layer.keys, layer.values = k.expand(rows, -1, -1, -1).clone(), v.expand(rows, -1, -1, -1).clone()
             if hasattr(layer, "cumulative_length"):
@@ -76,7 +77,7 @@ class PrefixState:
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in zip(self.keys, self.values))
 
 
-def _give_room(layer: Any, k: torch.Tensor, v: torch.Tensor, rows: int, room: int) -> None:
+def _give_room(layer: Any, k: torch.Tensor, v: torch.Tensor, rows: int, room: int, dtype: torch.dtype | None = None) -> None:
     """Back a cache layer by buffers with `room` free slots, so appending writes in place instead of concatenating.
 
     A dynamic cache copies every layer's whole past at every decoding step (`torch.cat`): with the manifesto's few
@@ -85,8 +86,8 @@ def _give_room(layer: Any, k: torch.Tensor, v: torch.Tensor, rows: int, room: in
     append is a slice write; otherwise the layer's own update takes over, with the same result.
     """
     n = k.shape[-2]
-    buf_k = k.new_empty(rows, k.shape[1], n + room, k.shape[-1])
-    buf_v = v.new_empty(rows, v.shape[1], n + room, v.shape[-1])
+    buf_k = k.new_empty(rows, k.shape[1], n + room, k.shape[-1], dtype=dtype or k.dtype)
+    buf_v = v.new_empty(rows, v.shape[1], n + room, v.shape[-1], dtype=dtype or v.dtype)
     buf_k[:, :, :n], buf_v[:, :, :n] = k, v
     layer.keys, layer.values = buf_k[:, :, :n], buf_v[:, :, :n]
     own_update = layer.__dict__.setdefault("_own_update", layer.update)  # the layer's own, however often room is given

@@ -1,9 +1,10 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (13–33 s on 2 CPU cores by bench/hyper.py, 2026-11-23; the aim is seconds).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (11–18 s on 2 CPU cores by bench/hyper.py, 2026-11-24; the aim is 10 s).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way
 (`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over the same prompts and answers, and every
-target linear module gets the ridge-regression patch that moves the student's outputs onto the teacher's, solved in
+target linear module (by default each layer's attention output projection, where the manifesto's effect enters) gets the
+ridge-regression patch that moves the student's outputs onto the teacher's, solved in
 forward order and truncated by SVD to rank r. No gradients: one generation, one forward pass and a few small solves.
 The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
 
@@ -59,7 +60,6 @@ class HyperConfig:
     answer_tokens: int = 24
     probes: int = 0  # train probes to fit on (0: all); fewer compile faster and follow the manifesto less closely
     chat: bool = False  # also fit on the wide everyday pool (credo.chat_pool), as distill does: about 3x the rows
-    positions: str = "answer"  # 'answer': from the prompt's last token on; 'all': every conversation token
     ridge: float = 0.5  # times the mean input eigenvalue. o_proj, rank 32, 24 held-out: ridge 0.25 / 0.5 / 1 / 2: honest
     # 0.662 / 0.653 / 0.632 / 0.603, pirate 0.882 / 0.862 / 0.828 / 0.765, terse 0.772 / 0.766 / 0.744 / 0.707; perplexity
     # pirate +5.6 / +4.0 / +3.1 / +3.1%: less ridge follows the teacher more and moves neutral text more
@@ -114,8 +114,6 @@ def _validate(c: HyperConfig) -> None:
         raise CredoError(f"hyper: unknown method {c.method!r}; known: {', '.join(METHODS)}")
     if c.answers not in ANSWERS:
         raise CredoError(f"hyper: answers must be one of {', '.join(ANSWERS)}, not {c.answers!r}")
-    if c.positions not in ("answer", "all"):
-        raise CredoError(f"hyper: positions must be 'answer' or 'all', not {c.positions!r}")
     if c.rank < 1 or c.probes < 0 or c.answer_tokens < 0 or c.ridge <= 0 or c.keep < 0:
         raise CredoError("hyper: rank must be >= 1, probes and answer_tokens >= 0, ridge > 0 and keep >= 0")
     if c.answers == "teacher" and c.answer_tokens < 1:

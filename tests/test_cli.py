@@ -101,3 +101,21 @@ def test_demo_prints_every_row_side_by_side(workdir, monkeypatch, capsys):
     assert (workdir / "demo" / "pirate-cache" / "layer.json").is_file()
     code, out, _ = run(monkeypatch, capsys, "demo", "--base", "tiny:0", "--kinds", "prompt,cache", "-n", "4", "-m", str(EXAMPLES / "pirate.md"), "-o", "demo")
     assert "(reused)" in out  # a second run reuses the layers it compiled for the same manifesto and base
+
+
+def test_demo_recompiles_a_layer_whose_settings_changed(tiny, pirate, tmp_path, monkeypatch):
+    """A demo folder compiled before a kind's defaults (or demo settings) changed must not be reused: its row would
+    show the old layer's figures."""
+    from rich.console import Console
+
+    from credo.demo import _compile_or_reuse
+    from credo.layers.hyper import HyperLayer
+
+    monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
+    folder, console = tmp_path / "pirate-hyper", Console(quiet=True)
+    assert _compile_or_reuse(pirate, tiny, "hyper", folder, console)[1] is False
+    assert _compile_or_reuse(pirate, tiny, "hyper", folder, console)[1] is True
+    monkeypatch.setattr(HyperLayer, "demo_settings", {"rank": "3"}, raising=False)
+    layer, reused = _compile_or_reuse(pirate, tiny, "hyper", folder, console)
+    assert reused is False and layer.info.params["rank"] == 3
+    assert _compile_or_reuse(pirate, tiny, "hyper", folder, console)[1] is True

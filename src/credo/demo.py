@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,19 +47,31 @@ def _measure(row: Row, engine: TorchEngine, max_tokens: int) -> Row:
 def _compile_or_reuse(manifesto, base, kind: str, folder: Path, console: Console):
     from credo.layers import compile_layer, get_kind, load_layer, save_layer
     from credo.layers.folder import read_info
+    from credo.layers.registry import make_config
 
+    cls = get_kind(kind)
+    settings = dict(getattr(cls, "demo_settings", {}))
     if folder.exists():
         try:
             info = read_info(folder)
-            if info.manifesto["sha256"] == manifesto.sha256 and info.base["sha256"] == base.sha256 and info.kind == kind:
+            same = info.manifesto["sha256"] == manifesto.sha256 and info.base["sha256"] == base.sha256 and info.kind == kind
+            if same and _settings_match(info.params, make_config(cls, settings), getattr(cls, "resolved_settings", ())):
                 return load_layer(folder, base), True
         except Exception:  # a stale or broken demo folder is simply recompiled
             pass
-    cls = get_kind(kind)
     with console.status(f"compiling {kind}…"):
-        layer = compile_layer(manifesto, base, kind, dict(getattr(cls, "demo_settings", {})), name=folder.name)
+        layer = compile_layer(manifesto, base, kind, settings, name=folder.name)
     save_layer(layer, folder, overwrite=True)
     return layer, False
+
+
+def _settings_match(params: dict, config: object, resolved: tuple[str, ...] = ()) -> bool:
+    """Whether a layer was compiled with the settings a compile would use now: a layer from before a kind's defaults
+    changed would otherwise show old figures in the table. `resolved`: settings the kind records as it chose them."""
+    if not dataclasses.is_dataclass(config):
+        return True
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))  # as layer.json holds them (tuples become lists)
+    return all(params.get(key) == value for key, value in wanted.items() if key not in resolved)
 
 
 def run_demo(manifesto_path: Path, kinds: list[str] | None, base_spec: str | None, output: Path, max_tokens: int, console: Console) -> list[Row]:

@@ -3,9 +3,9 @@
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way
 (`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over the same prompts and answers, and every
-target linear module (by default each layer's attention output projection, where the manifesto's effect enters) gets the
-ridge-regression patch that moves the student's outputs onto the teacher's, solved in
-forward order and truncated by SVD to rank r. No gradients: one generation, one forward pass and a few small solves.
+target linear module (by default each layer's attention output projection, where the manifesto's effect enters) gets
+the ridge-regression patch that moves the student's outputs onto the teacher's, solved in forward order and truncated
+by SVD to rank r. No gradients: one generation, one forward pass and a few small solves.
 The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
 
 At compile time the layer also takes a quick look at itself: first-token fidelity (KL at the answer's first token,

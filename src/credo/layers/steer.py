@@ -220,6 +220,7 @@ def _neutral() -> Manifesto:
 class SteerLayer(Layer):
     kind = "steer"
     Config = SteerConfig
+    resolved_settings = ("layers", "strength")  # recorded as chosen (the automatic defaults pick them), not as asked
     demo_settings = {"heldout": "0", "control": "false"}  # the demo measures fidelity and its own control itself
 
     def __init__(self, info: LayerInfo, manifesto: Manifesto, vectors: dict[int, torch.Tensor], strength: float):

@@ -115,7 +115,7 @@ def test_demo_recompiles_a_layer_whose_settings_changed(tiny, pirate, tmp_path, 
     folder, console = tmp_path / "pirate-hyper", Console(quiet=True)
     assert _compile_or_reuse(pirate, tiny, "hyper", folder, console)[1] is False
     assert _compile_or_reuse(pirate, tiny, "hyper", folder, console)[1] is True
-    monkeypatch.setattr(HyperLayer, "demo_settings", {"rank": "3"}, raising=False)
+    monkeypatch.setattr(HyperLayer, "demo_settings", {"rank": "3"})
     layer, reused = _compile_or_reuse(pirate, tiny, "hyper", folder, console)
     assert reused is False and layer.info.params["rank"] == 3
     assert _compile_or_reuse(pirate, tiny, "hyper", folder, console)[1] is True

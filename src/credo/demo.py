@@ -50,12 +50,12 @@ def _compile_or_reuse(manifesto, base, kind: str, folder: Path, console: Console
     from credo.layers.registry import make_config
 
     cls = get_kind(kind)
-    settings = dict(getattr(cls, "demo_settings", {}))
+    settings = dict(cls.demo_settings)
     if folder.exists():
         try:
             info = read_info(folder)
             same = info.manifesto["sha256"] == manifesto.sha256 and info.base["sha256"] == base.sha256 and info.kind == kind
-            if same and _settings_match(info.params, make_config(cls, settings), getattr(cls, "resolved_settings", ())):
+            if same and _settings_match(info.params, make_config(cls, settings), cls.resolved_settings):
                 return load_layer(folder, base), True
         except Exception:  # a stale or broken demo folder is simply recompiled
             pass

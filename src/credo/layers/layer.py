@@ -47,6 +47,8 @@ class Layer:
 
     kind: ClassVar[str] = ""
     Config: ClassVar[type] = dict
+    demo_settings: ClassVar[dict[str, str]] = {}  # what `credo demo` compiles with (e.g. a shorter budget)
+    resolved_settings: ClassVar[tuple[str, ...]] = ()  # settings `build` records as it chose them, not as they were asked
 
     def __init__(self, info: LayerInfo, manifesto: Manifesto):
         self.info = info

@@ -172,3 +172,34 @@ def test_base_first_states_are_computed_once_per_prompt_and_a_corrupt_cache_is_r
     base_states._path(tiny).write_bytes(b"not safetensors")
     torch.testing.assert_close(base_states.base_first_states(tiny, convs, bos, pad), first, atol=1e-5, rtol=1e-5)
     assert calls == [1, 2]
+
+
+def test_keep_moments_are_the_inputs_second_moments_computed_once_and_a_corrupt_cache_is_recomputed(tiny, monkeypatch):
+    from credo.hyper import closed_form, keep_stats
+
+    modules = closed_form.target_modules(tiny.model, ["o_proj"], [0])
+    first = keep_stats.keep_moments(tiny, modules)
+    (name, moment), = first.items()
+    assert moment.shape == (modules[name].in_features,) * 2
+    torch.testing.assert_close(moment, moment.T)
+    assert float(torch.linalg.eigvalsh(moment).min()) > -1e-5  # a second moment: positive semi-definite
+    cached = keep_stats._read(keep_stats._path(tiny))
+    ids, lengths = cached["corpus/ids"], cached["corpus/lengths"]
+    assert len(lengths) == len(keep_stats.OPENINGS) * keep_stats.SAMPLES + 14 and int(lengths.max()) > 20
+    # the moment is E[x x^T] over every token after the BOS of every row, as the bare base runs over it
+    xs: list[torch.Tensor] = []
+    handle = modules[name].register_forward_pre_hook(lambda m, i: xs.append(i[0][0, 1:].detach()))
+    with torch.no_grad():
+        for row, n in zip(ids, lengths.tolist()):
+            tiny.model(input_ids=row[None, :n])
+    handle.remove()
+    x = torch.cat(xs)
+    torch.testing.assert_close(moment, x.T @ x / len(x), atol=1e-4, rtol=1e-3)
+    calls: list[int] = []
+    real = keep_stats._corpus
+    monkeypatch.setattr(keep_stats, "_corpus", lambda b: calls.append(1) or real(b))
+    torch.testing.assert_close(keep_stats.keep_moments(tiny, modules)[name], moment)
+    assert calls == []  # read back, not sampled again
+    keep_stats._path(tiny).write_bytes(b"not safetensors")
+    torch.testing.assert_close(keep_stats.keep_moments(tiny, modules)[name], moment, atol=1e-5, rtol=1e-5)
+    assert calls == [1]  # the corrupt file was recomputed (same seed, same text, same moment)

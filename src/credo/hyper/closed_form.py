@@ -4,8 +4,9 @@ teacher's (the same model with the manifesto in context), truncated by SVD to a 
 Two passes do the whole fit. The teacher pass records each module's outputs at the fit positions. The student pass
 then solves each module inside its own forward hook, in the order the forward visits them, and returns the patched
 output, so every later module is fitted on inputs that already carry the earlier patches (a sequential, layer-by-layer
-fit at the cost of one forward pass). Rows of neutral text enter each solve with a zero residual: that is MEMIT's
-covariance term, which keeps the patch from moving the model where the manifesto has nothing to say.
+fit at the cost of one forward pass). The second moments of each module's inputs on generic text (`keep_stats`, cached
+per base) enter each solve as a zero-residual term: that is MEMIT's covariance term, which keeps the patch from moving
+the model where the manifesto has nothing to say.
 """
 
 from __future__ import annotations
@@ -85,33 +86,24 @@ def _at(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return hidden[torch.arange(hidden.shape[0]), positions].detach()
 
 
-def _solve(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge: float, keep: float, rank: int):
-    """min ||X D^T - R||^2/N + keep*||Xn D^T||^2/Nn + ridge*tr(G)/d*||D||^2, then the best rank-r D (out, in) as B @ A.
+def _solve(x: torch.Tensor, r: torch.Tensor, moment: torch.Tensor | None, ridge: float, keep: float, rank: int):
+    """min ||X D^T - R||^2/N + keep * tr(D C D^T) + lam ||D||^2, lam = ridge * tr(G)/d, then the best rank-r D = B @ A.
 
-    Rows are stacked with their weights folded in; the solve runs in whichever space is smaller (the input dimension,
-    or the number of rows through the kernel form X^T (X X^T + lam I)^-1), so a 2048-wide down_proj costs no more
-    than its rows. The rank-r factors come from an eigendecomposition of D D^T (out x out), not a full SVD.
+    C is the module's input second moment on generic text (the keep term) and G = X^T X/N + keep * C, the whole
+    normal matrix, so `ridge` is relative to the inputs' scale. The solve runs in input space (d x d: 1024 for o_proj)
+    by Cholesky; the rank-r factors come from an eigendecomposition of D D^T (out x out), not a full SVD.
     """
     with torch.autocast(x.device.type, enabled=False):  # the passes may run in bfloat16; the solve never does
-        return _solve_fp32(x.float(), r.float(), xn.float() if xn is not None else None, ridge, keep, rank)
+        return _solve_fp32(x.float(), r.float(), moment, ridge, keep, rank)
 
 
-def _solve_fp32(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge: float, keep: float, rank: int):
-    xs = [x / len(x) ** 0.5]
-    rs = [r / len(x) ** 0.5]
-    if xn is not None and len(xn) and keep > 0:
-        xs.append(xn * (keep / len(xn)) ** 0.5)
-        rs.append(torch.zeros(len(xn), r.shape[1], dtype=r.dtype))
-    xt, rt = torch.cat(xs).float(), torch.cat(rs).float()
-    n, d = xt.shape
-    if n < d:
-        kernel = xt @ xt.T
-        lam = ridge * float(torch.trace(kernel)) / d + 1e-8
-        delta_t = xt.T @ _spd_solve(kernel, lam, rt)  # (in, out)
-    else:
-        gram = xt.T @ xt
-        lam = ridge * float(torch.trace(gram)) / d + 1e-8
-        delta_t = _spd_solve(gram, lam, xt.T @ rt)
+def _solve_fp32(x: torch.Tensor, r: torch.Tensor, moment: torch.Tensor | None, ridge: float, keep: float, rank: int):
+    n, d = x.shape
+    gram = x.T @ x / n
+    if moment is not None and keep > 0:
+        gram.add_(moment.to(gram.device), alpha=keep)
+    lam = ridge * float(torch.trace(gram)) / d + 1e-8
+    delta_t = _spd_solve(gram, lam, x.T @ r / n)  # (in, out)
     evals, evecs = torch.linalg.eigh(delta_t.T @ delta_t)  # D D^T, ascending
     k = min(rank, len(evals))
     s = evals[-k:].flip(0).clamp_min(1e-20).sqrt()
@@ -120,7 +112,7 @@ def _solve_fp32(x: torch.Tensor, r: torch.Tensor, xn: torch.Tensor | None, ridge
     root = s.sqrt()
     b = (u * root).contiguous()
     a = (v * root).T.contiguous()
-    fitted = x.float() @ a.T @ b.T
+    fitted = x @ a.T @ b.T
     explained = 1.0 - float(((r - fitted) ** 2).sum() / (r**2).sum().clamp_min(1e-12))
     return a, b, explained
 
@@ -138,7 +130,7 @@ def fit_sequential(
     modules: dict[str, torch.nn.Linear],
     targets: dict[str, torch.Tensor],
     batch: Batch,
-    neutral: Batch | None,
+    moments: dict[str, torch.Tensor] | None,
     rank: int,
     ridge: float,
     keep: float,
@@ -146,39 +138,22 @@ def fit_sequential(
 ) -> tuple[Fit, torch.Tensor | None]:
     """The student pass: solve each module in its hook, patch its output, and let the forward carry on."""
     fit = Fit()
-    ids = batch.ids
-    masks = [batch.fit]
-    if neutral is not None:
-        width = max(ids.shape[1], neutral.ids.shape[1])
-        ids = torch.cat([_pad(ids, width, base), _pad(neutral.ids, width, base)])
-        masks = [_pad_mask(batch.fit, width), _pad_mask(neutral.fit, width)]
-    n_fit = batch.ids.shape[0]
 
     def hook(mod: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str) -> torch.Tensor:
         x_all = inputs[0]
-        x = x_all[:n_fit][masks[0]]
-        xn = x_all[n_fit:][masks[1]] if neutral is not None else None
-        residual = targets[name] - output[:n_fit][masks[0]]
-        a, b, explained = _solve(x, residual, xn, ridge, keep, rank)
+        x = x_all[batch.fit]
+        residual = targets[name] - output[batch.fit]
+        a, b, explained = _solve(x, residual, moments.get(name) if moments else None, ridge, keep, rank)
         fit.A[name], fit.B[name], fit.explained[name] = a, b, round(explained, 4)
         return output + (x_all @ a.T) @ b.T
 
     finals: list[torch.Tensor] = []
     handles = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)) for name, mod in modules.items()]
     if look is not None:
-        handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o[:n_fit], look))))
+        handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, look))))
     try:
-        run_body(base, ids, None, chunk=ids.shape[0])
+        run_body(base, batch.ids, None, chunk=batch.ids.shape[0])
     finally:
         for h in handles:
             h.remove()
     return fit, (finals[0] if finals else None)
-
-
-def _pad(ids: torch.Tensor, width: int, base: Base) -> torch.Tensor:
-    pad = base.tokenizer.pad_token_id or 0
-    return torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=pad)
-
-
-def _pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.nn.functional.pad(mask, (0, width - mask.shape[1]), value=False)

@@ -28,7 +28,8 @@ from credo.hyper import closed_form, recorded
 from credo.hyper.base_states import base_first_states
 from credo.hyper.batch import make_batch
 from credo.hyper.diff import clause_changes, previous_folder_of, read_previous
-from credo.hyper.texts import NEUTRAL_PROSE, answers_for
+from credo.hyper.keep_stats import keep_moments
+from credo.hyper.texts import answers_for
 from credo.layers.layer import LayerInfo
 from credo.layers.lora import LoraLayer, LoraWeights, gguf_arch, lora_hooks
 from credo.layers.prompt import manifesto_context
@@ -46,8 +47,9 @@ ANSWERS = ("none", "examples", "bank", "mixed", "teacher")
 @dataclass
 class HyperConfig:
     method: str = "closed-form"
-    rank: int = 64  # o_proj, ridge 0.5, 24 held-out (sweep 2026-11-24): r32 / r64 honest 0.653 / 0.681, pirate 0.862 /
-    # 0.894, terse 0.766 / 0.776; perplexity on neutral text +1.7 / +2.4%, +4.0 / +4.5%, +2.0 / +1.7%
+    rank: int = 128  # with ridge 0.2 (bench/hyper_sweep.py, 2026-12-01, 24 held-out, perplexity on 12 neutral texts):
+    # honest r64 ridge 0.35 0.681 (+2.4%), r128 0.689 (+2.6%); r128 ridge 0.25 0.699 (+2.9%), 0.2 0.703 (+3.2%), 0.15
+    # 0.708 (+3.4%); pirate r128 ridge 0.35 / 0.25 0.900 / 0.909 (+5.9 / +6.1%). Honest is the manifesto that sets it.
     targets: list[str] = field(default_factory=lambda: ["o_proj"])  # attention outputs alone: the context's effect
     # enters there. Ridge 1, rank 32, o_proj + down_proj -> o_proj alone: pirate 0.787 -> 0.828 (ppl +12.3% -> +3.1%),
     # honest 0.580 -> 0.632 (+3.3% -> +1.3%), terse 0.782 -> 0.744, gardener 0.793 -> 0.779, librarian 0.671 -> 0.695;
@@ -60,10 +62,13 @@ class HyperConfig:
     answer_tokens: int = 24
     probes: int = 0  # train probes to fit on (0: all); fewer compile faster and follow the manifesto less closely
     chat: bool = False  # also fit on the wide everyday pool (credo.chat_pool), as distill does: about 3x the rows
-    ridge: float = 0.5  # times the mean input eigenvalue. o_proj, rank 32, 24 held-out: ridge 0.25 / 0.5 / 1 / 2: honest
-    # 0.662 / 0.653 / 0.632 / 0.603, pirate 0.882 / 0.862 / 0.828 / 0.765, terse 0.772 / 0.766 / 0.744 / 0.707; perplexity
-    # pirate +5.6 / +4.0 / +3.1 / +3.1%: less ridge follows the teacher more and moves neutral text more
-    keep: float = 1.0  # weight of the neutral-prose rows that should not move
+    ridge: float = 0.2  # times the mean eigenvalue of the normal matrix (fit rows + keep term): less ridge follows the
+    # teacher more and moves neutral text more (see rank)
+    keep: float = 1.0  # weight of the keep term: generic text the patch should not move (`credo.hyper.keep_stats`). Its
+    # moments over 5.4k tokens of the base's own text (the 14 prose rows alone until 2026-12) moved the trade-off: at
+    # the old defaults (r64, ridge 0.5) honest 0.681 / +3.3% -> 0.669 / +2.2%, pirate 0.894 / +6.7% -> 0.881 / +5.6%,
+    # terse 0.776 / +2.2% -> 0.771 / +2.0%. r128 ridge 0.1: keep 2 / 4 honest 0.690 / 0.653 (+2.9 / +2.1%), pirate
+    # 0.905 / 0.865 (+5.1 / +3.8%)
     strength: float = 1.0  # global scale of the patch (lora_alpha = strength * rank)
     teacher_examples: bool = True  # the teacher's context keeps the example exchanges (False: it cannot copy them;
     # the quick look is then measured against that teacher too). pirate.md: True 0.80, False 0.14.
@@ -133,6 +138,7 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     modules = closed_form.target_modules(model, c.targets, c.layers or None)
     if not modules:
         raise CredoError(f"hyper: the model has no linear modules named {', '.join(c.targets)} in the chosen layers")
+    rank = min(c.rank, *(min(m.in_features, m.out_features) for m in modules.values()))  # a module's full rank caps it
     bos, pad = _bos_pad(base)
     ps = all_probes(manifesto, chat=c.chat)
     train = [p for p in ps if not p.heldout]
@@ -167,14 +173,14 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     bounds = [0] + torch.tensor([len(t) + 1 for t in tails]).cumsum(0).tolist()
     targets = {name: torch.cat([t[bounds[i] : bounds[i + 1]] for i in order]) for name, t in targets.items()}
     s_batch = make_batch([bos + convs[i] + tails[i] for i in order], [len(bos) + len(convs[i]) - 1 for i in order], pad)
-    neutral = make_batch([bos + base.encode(t) for t in NEUTRAL_PROSE], [len(bos)] * len(NEUTRAL_PROSE), pad) if c.keep > 0 else None
+    moments = keep_moments(base, modules) if c.keep > 0 else None
     last = torch.tensor([len(bos) + len(convs[i]) - 1 for i in order])
-    result, layer_first = closed_form.fit_sequential(base, modules, targets, s_batch, neutral, c.rank, c.ridge, c.keep,
+    result, layer_first = closed_form.fit_sequential(base, modules, targets, s_batch, moments, rank, c.ridge, c.keep,
                                                      look=last if c.report else None)
     a, b = result.A, result.B
     if c.strength != 1.0:
         b = {k: v * c.strength for k, v in b.items()}  # folded into B so lora_alpha stays = rank (scale 1), as llama.cpp reads it
-    weights = LoraWeights(r=c.rank, alpha=float(c.rank), a=a, b=b, arch=gguf_arch(model), base_model=base.name)
+    weights = LoraWeights(r=rank, alpha=float(rank), a=a, b=b, arch=gguf_arch(model), base_model=base.name)
     figures: dict = {
         "method": c.method,
         "train_probes": n_train,

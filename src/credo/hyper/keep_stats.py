@@ -1,0 +1,130 @@
+"""The bare base's input second moments at each patched module over generic text: the keep term of every hyper solve.
+
+MEMIT keeps an edit from moving a model where the edit has nothing to say by adding C, the covariance of the module's
+inputs on generic text, to the normal equations (its configs use 100k Wikipedia samples). credo ships no corpus and
+downloads nothing, so the generic text is the base's own: continuations it samples from short openings of many kinds
+(seeded: a base always gets the same ones), plus the bundled neutral prose. Until 2026-12 the keep term was those 14
+prose rows alone, run through the fit pass of every compile; the moments depend only on the base, so they are computed
+once, kept on disk per base (`~/.cache/credo/hyper/`), and a compile reads them in milliseconds. The file is a cache:
+a corrupt one is recomputed, never trusted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from credo.fsutil import save_tensors_atomic
+from credo.hyper.batch import chunk_width, make_batch, run_body
+from credo.hyper.texts import NEUTRAL_PROSE
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from credo.base import Base
+
+# Openings in many registers; the base writes on from each (SAMPLES times, 96 tokens), so the moments see the kinds of
+# text a capability check reads (encyclopedia, fiction, news, instructions, dialogue) in the base's own words.
+OPENINGS = [
+    "The history of the city begins", "In mathematics, a group is", "Once upon a time, in a small village,",
+    "The weather forecast for the weekend", "To install the package, first", "Chapter One\n\nThe house stood",
+    "The committee announced on Monday that", "Dear Sarah,\n\nThank you for your letter", "The human heart has four",
+    "Ingredients:\n- 2 cups of flour", "The match ended in a draw after", "Abstract. We study the problem of",
+    "The river rises in the mountains and", "\"Where have you been?\" she asked.", "The company reported quarterly",
+    "Photosynthesis takes place in the", "The old man looked at the sea and", "Article 1. Every citizen has the right",
+    "The museum's collection includes", "In the year 1848, revolutions", "The best way to learn a language is",
+    "Volcanoes form where the Earth's crust", "The population of the country is", "Review: the new phone is",
+]
+SAMPLES = 2
+SAMPLE_TOKENS = 96
+
+
+def _path(base: Base) -> Path:
+    from credo.base import cache_dir
+
+    return cache_dir() / "hyper" / f"keep-{base.sha256[:16]}.safetensors"
+
+
+def keep_moments(base: Base, modules: dict[str, torch.nn.Linear]) -> dict[str, torch.Tensor]:
+    """Per module name: E[x xᵀ] (in, in) of its inputs over the generic text, float32, read from the cache if there."""
+    precision = "bf16" if torch.is_autocast_enabled(base.device.type) else "fp32"  # the two differ: keep them apart
+    path = _path(base)
+    known = _read(path)
+    keys = {name: f"{precision}/{name}" for name in modules}
+    missing = {name: mod for name, mod in modules.items() if keys[name] not in known}
+    if missing:
+        ids, lengths = (known["corpus/ids"], known["corpus/lengths"]) if "corpus/ids" in known else _corpus(base)
+        known["corpus/ids"], known["corpus/lengths"] = ids, lengths
+        known.update({keys[name]: m for name, m in _moments(base, missing, ids, lengths.tolist()).items()})
+        save_tensors_atomic(path, known)
+    return {name: known[keys[name]] for name in modules}
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError):
+        return {}
+
+
+def _bos(base: Base) -> list[int]:
+    return [base.tokenizer.bos_token_id] if base.tokenizer.bos_token_id is not None else []
+
+
+@torch.inference_mode()
+def _corpus(base: Base) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generic text as right-padded ids (rows, T) and lengths: the prose, then the base's samples (seeded)."""
+    from tqdm import tqdm
+
+    bos, pad = _bos(base), base.tokenizer.pad_token_id or 0
+    rows = [bos + base.encode(t) for t in NEUTRAL_PROSE]
+    stops = base.stop_ids
+    starts = [bos + base.encode(o) for o in OPENINGS for _ in range(SAMPLES)]
+    width = max(len(s) for s in starts)
+    batch = 48  # one batch: decode steps cost about the same for 16 rows as for 48 on CPU
+    with torch.random.fork_rng(devices=[]), torch.autocast(base.device.type, dtype=torch.bfloat16):
+        torch.manual_seed(0)
+        for lo in tqdm(range(0, len(starts), batch), desc="hyper keep text (once per base)", leave=False):
+            part = starts[lo : lo + batch]
+            ids = torch.tensor([[pad] * (width - len(s)) + s for s in part], device=base.device)  # left-padded
+            mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(s) for s in part])[:, None]).long()
+            out = base.model.generate(input_ids=ids, attention_mask=mask.to(base.device), do_sample=True, top_k=40,
+                                      top_p=1.0, temperature=1.0, max_new_tokens=SAMPLE_TOKENS, pad_token_id=pad)
+            for s, row in zip(part, out[:, width:].tolist()):
+                cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+                rows.append(s + row[:cut])
+    b = make_batch(rows, [0] * len(rows), pad)
+    return b.ids, torch.tensor(b.lengths)
+
+
+def _moments(base: Base, modules: dict[str, torch.nn.Linear], ids: torch.Tensor, lengths: list[int], chunk: int = 16) -> dict[str, torch.Tensor]:
+    """Σ x xᵀ / n over every token after the BOS, each module's inputs taken as the bare base runs over the corpus."""
+    start = len(_bos(base))
+    fit = make_batch([ids[i, :n].tolist() for i, n in enumerate(lengths)], [start] * len(lengths), 0).fit
+    masks = [fit[lo : lo + chunk, : chunk_width(lengths, lo, chunk)] for lo in range(0, len(lengths), chunk)]
+    sums = {name: torch.zeros(mod.in_features, mod.in_features, device=mod.weight.device) for name, mod in modules.items()}
+    seen = dict.fromkeys(modules, 0)
+    count = int(fit.sum())
+
+    def add(name: str, x: torch.Tensor) -> None:
+        rows = x.detach()[masks[seen[name]].to(x.device)].float()
+        seen[name] += 1
+        with torch.autocast(x.device.type, enabled=False):  # the pass may run in bfloat16; the sums never do
+            sums[name].addmm_(rows.T, rows)
+
+    with contextlib.ExitStack() as stack:
+        for name, mod in modules.items():
+            stack.callback(mod.register_forward_pre_hook(lambda m, i, name=name: add(name, i[0])).remove)
+        run_body(base, ids, None, chunk=chunk, lengths=lengths)
+    return {name: (s / max(count, 1)).cpu().contiguous() for name, s in sums.items()}
+
+
+def forget(base: Base) -> None:
+    """Drop the cached moments and text (a first compile on a new base, for benchmarks)."""
+    _path(base).unlink(missing_ok=True)

@@ -203,3 +203,24 @@ def test_keep_moments_are_the_inputs_second_moments_computed_once_and_a_corrupt_
     keep_stats._path(tiny).write_bytes(b"not safetensors")
     torch.testing.assert_close(keep_stats.keep_moments(tiny, modules)[name], moment, atol=1e-5, rtol=1e-5)
     assert calls == [1]  # the corrupt file was recomputed (same seed, same text, same moment)
+
+
+def test_bf16_linears_change_no_bits_and_restore_the_float32_weights(tiny, short, monkeypatch):
+    """The compile swaps in bf16 copies of the decoder's linear weights (autocast would cast them again on every call):
+    the adapter must be bitwise the one autocast's own casts give, and the base must come back float32, even on error."""
+    import contextlib
+
+    from credo.base import Base
+
+    swapped = compile_layer(short, tiny, "hyper", FAST)
+    monkeypatch.setattr(Base, "bf16_linears", lambda self: contextlib.nullcontext())
+    plain = compile_layer(short, tiny, "hyper", FAST)
+    monkeypatch.undo()
+    for m in plain.weights.modules:
+        assert torch.equal(swapped.weights.a[m], plain.weights.a[m]) and torch.equal(swapped.weights.b[m], plain.weights.b[m])
+    before = {n: p.clone() for n, p in tiny.model.named_parameters()}
+    with pytest.raises(RuntimeError), tiny.bf16_linears():
+        assert tiny.model.model.layers[0].self_attn.o_proj.weight.dtype == torch.bfloat16
+        raise RuntimeError("interrupted")
+    for n, p in tiny.model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[n]), n

@@ -12,6 +12,8 @@ a corrupt one is recomputed, never trusted.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from typing import TYPE_CHECKING
 
 import torch
@@ -38,14 +40,19 @@ OPENINGS = [
     "The museum's collection includes", "In the year 1848, revolutions", "The best way to learn a language is",
     "Volcanoes form where the Earth's crust", "The population of the country is", "Review: the new phone is",
 ]
-SAMPLES = 2
+SAMPLES = 8  # per opening: 20k tokens in all. 24 held-out, perplexity on 12 neutral texts (bench/hyper_sweep.py, 2026-12-01),
+# samples 2 / 4 / 8 / 16: honest 0.703 / 0.708 / 0.704 / 0.705 at +3.1 / +2.1 / +2.0 / +1.9%, pirate 0.913 / 0.912 /
+# 0.910 / 0.910 at +6.3 / +5.5 / +4.8 / +4.9%, terse - / 0.794 / 0.798 / 0.795 at - / +2.1 / +1.9 / +2.1%
 SAMPLE_TOKENS = 96
+TOP_K = 40
 
 
 def _path(base: Base) -> Path:
+    """Per base, and per recipe: a change to the openings, the sample count or length, or the prose is a new file."""
     from credo.base import cache_dir
 
-    return cache_dir() / "hyper" / f"keep-{base.sha256[:16]}.safetensors"
+    recipe = hashlib.sha256(json.dumps([OPENINGS, SAMPLES, SAMPLE_TOKENS, NEUTRAL_PROSE]).encode()).hexdigest()[:8]
+    return cache_dir() / "hyper" / f"keep-{base.sha256[:16]}-{recipe}.safetensors"
 
 
 def keep_moments(base: Base, modules: dict[str, torch.nn.Linear]) -> dict[str, torch.Tensor]:
@@ -80,27 +87,48 @@ def _bos(base: Base) -> list[int]:
 @torch.inference_mode()
 def _corpus(base: Base) -> tuple[torch.Tensor, torch.Tensor]:
     """The generic text as right-padded ids (rows, T) and lengths: the prose, then the base's samples (seeded)."""
-    from tqdm import tqdm
-
     bos, pad = _bos(base), base.tokenizer.pad_token_id or 0
     rows = [bos + base.encode(t) for t in NEUTRAL_PROSE]
-    stops = base.stop_ids
     starts = [bos + base.encode(o) for o in OPENINGS for _ in range(SAMPLES)]
-    width = max(len(s) for s in starts)
-    batch = 48  # one batch: decode steps cost about the same for 16 rows as for 48 on CPU
-    with torch.random.fork_rng(devices=[]), torch.autocast(base.device.type, dtype=torch.bfloat16):
-        torch.manual_seed(0)
-        for lo in tqdm(range(0, len(starts), batch), desc="hyper keep text (once per base)", leave=False):
-            part = starts[lo : lo + batch]
-            ids = torch.tensor([[pad] * (width - len(s)) + s for s in part], device=base.device)  # left-padded
-            mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(s) for s in part])[:, None]).long()
-            out = base.model.generate(input_ids=ids, attention_mask=mask.to(base.device), do_sample=True, top_k=40,
-                                      top_p=1.0, temperature=1.0, max_new_tokens=SAMPLE_TOKENS, pad_token_id=pad)
-            for s, row in zip(part, out[:, width:].tolist()):
-                cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-                rows.append(s + row[:cut])
+    with torch.autocast(base.device.type, dtype=torch.bfloat16), base.bf16_linears():
+        rows += _sample(base, starts, SAMPLE_TOKENS, TOP_K, torch.Generator(device=base.device).manual_seed(0))
     b = make_batch(rows, [0] * len(rows), pad)
     return b.ids, torch.tensor(b.lengths)
+
+
+def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: torch.Generator) -> list[list[int]]:
+    """Top-k sampled continuations of `starts`, one left-padded batch, each cut at its first stop token.
+
+    Its own loop, not `generate`: the output head runs in bf16 from the cached copy and only its top k leave bf16
+    (2 cores, 96 rows x 96 tokens, 2026-12-01: `generate` 85 s, this loop 17 s)."""
+    from tqdm import tqdm
+    from transformers import DynamicCache
+
+    pad, width, n = base.tokenizer.pad_token_id or 0, max(len(s) for s in starts), len(starts)
+    device = base.device
+    ids = torch.tensor([[pad] * (width - len(s)) + s for s in starts], device=device)
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(s) for s in starts])[:, None]).long().to(device)
+    pos = (mask.cumsum(1) - 1).clamp_min(0)
+    cache = DynamicCache(config=base.model.config)
+    cap = getattr(base.model.config, "final_logit_softcapping", None)
+    out: list[torch.Tensor] = []
+    for _ in tqdm(range(tokens), desc="hyper: the base writes its keep text (once per base)", leave=False):
+        hidden = base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
+        rough = torch.nn.functional.linear(hidden[:, -1].to(torch.bfloat16), base._head_bf16)
+        top, cand = rough.topk(top_k, -1)
+        top = top.float()
+        if cap:
+            top = torch.tanh(top / cap) * cap
+        token = cand.gather(1, torch.multinomial(torch.softmax(top, -1), 1, generator=gen))
+        out.append(token[:, 0])
+        ids, pos = token, pos[:, -1:] + 1
+        mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], 1)
+    stops = base.stop_ids
+    rows = []
+    for s, row in zip(starts, torch.stack(out, 1).tolist()):
+        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+        rows.append(s + row[:cut])
+    return rows
 
 
 def _moments(base: Base, modules: dict[str, torch.nn.Linear], ids: torch.Tensor, lengths: list[int], chunk: int = 16) -> dict[str, torch.Tensor]:

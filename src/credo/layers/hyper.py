@@ -129,7 +129,9 @@ def _validate(c: HyperConfig) -> None:
 
 def fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights, dict]:
     """The closed-form fit plus its quick look; returns the adapter and the figures for `info.report`."""
-    with torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+    if not c.bf16:
+        return _fit(manifesto, base, c)
+    with torch.autocast(base.device.type, dtype=torch.bfloat16), base.bf16_linears():
         return _fit(manifesto, base, c)
 
 
@@ -228,7 +230,7 @@ def _first_token_figures(base: Base, manifesto: Manifesto, ps: list, teacher: to
     """KL(teacher ‖ row) at the first answer token: overall (train, held-out) and per clause (all of its probes)."""
     from credo.fidelity import fidelity_from_kl, kl_each
 
-    logits = {name: _lm_head(base, h) for name, h in (("teacher", teacher), ("layer", layer), ("base", bare))}
+    logits = {name: base.head_logits(h) for name, h in (("teacher", teacher), ("layer", layer), ("base", bare))}
     kl_layer, kl_base = kl_each(logits["teacher"], logits["layer"], logits["base"])
 
     def fid(idx: list[int]) -> float | None:
@@ -239,10 +241,3 @@ def _first_token_figures(base: Base, manifesto: Manifesto, ps: list, teacher: to
     out = {"first_token_fidelity_train": fid(list(range(n_train))), "first_token_fidelity_heldout": fid(list(range(n_train, len(ps))))}
     out["clause_fidelity"] = {c.id: fid([i for i, p in enumerate(ps) if p.origin == c.id]) for c in manifesto.clauses}
     return out
-
-
-@torch.inference_mode()
-def _lm_head(base: Base, hidden: torch.Tensor) -> torch.Tensor:
-    logits = base.model.lm_head(hidden).float()
-    cap = getattr(base.model.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits

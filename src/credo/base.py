@@ -11,8 +11,8 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -1,11 +1,13 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (11–18 s on 2 CPU cores by bench/hyper.py, 2026-11-24; the aim is 10 s).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.8–12.2 s on 2 CPU cores by bench/hyper.py, 2026-12-01; the aim is 10 s).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way
 (`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over the same prompts and answers, and every
 target linear module (by default each layer's attention output projection, where the manifesto's effect enters) gets
 the ridge-regression patch that moves the student's outputs onto the teacher's, solved in forward order and truncated
-by SVD to rank r. No gradients: one generation, one forward pass and a few small solves.
+by SVD to rank r. No gradients: one generation, one forward pass and a few small solves. Each solve also holds the
+patch still on generic text (MEMIT's covariance term): the base's own input moments over text it wrote once
+(`credo.hyper.keep_stats`, about a minute the first time on a new base, read from disk after).
 The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
 
 At compile time the layer also takes a quick look at itself: first-token fidelity (KL at the answer's first token,
@@ -47,8 +49,8 @@ ANSWERS = ("none", "examples", "bank", "mixed", "teacher")
 @dataclass
 class HyperConfig:
     method: str = "closed-form"
-    rank: int = 128  # with ridge 0.2 (bench/hyper_sweep.py, 2026-12-01, 24 held-out, perplexity on 12 neutral texts):
-    # honest r64 ridge 0.35 0.681 (+2.4%), r128 0.689 (+2.6%); r128 ridge 0.25 0.699 (+2.9%), 0.2 0.703 (+3.2%), 0.15
+    rank: int = 128  # with ridge 0.2 (bench/hyper_sweep.py, 2026-12-01, 24 held-out, perplexity on 12 neutral texts,
+    # keep text at 2 samples per opening; at today's 8, honest 0.704 / +2.0%, pirate 0.910 / +4.8%): honest r64 ridge 0.35 0.681 (+2.4%), r128 0.689 (+2.6%); r128 ridge 0.25 0.699 (+2.9%), 0.2 0.703 (+3.2%), 0.15
     # 0.708 (+3.4%); pirate r128 ridge 0.35 / 0.25 0.900 / 0.909 (+5.9 / +6.1%). Honest is the manifesto that sets it.
     targets: list[str] = field(default_factory=lambda: ["o_proj"])  # attention outputs alone: the context's effect
     # enters there. Ridge 1, rank 32, o_proj + down_proj -> o_proj alone: pirate 0.787 -> 0.828 (ppl +12.3% -> +3.1%),
@@ -64,11 +66,11 @@ class HyperConfig:
     chat: bool = False  # also fit on the wide everyday pool (credo.chat_pool), as distill does: about 3x the rows
     ridge: float = 0.2  # times the mean eigenvalue of the normal matrix (fit rows + keep term): less ridge follows the
     # teacher more and moves neutral text more (see rank)
-    keep: float = 1.0  # weight of the keep term: generic text the patch should not move (`credo.hyper.keep_stats`). Its
-    # moments over 5.4k tokens of the base's own text (the 14 prose rows alone until 2026-12) moved the trade-off: at
-    # the old defaults (r64, ridge 0.5) honest 0.681 / +3.3% -> 0.669 / +2.2%, pirate 0.894 / +6.7% -> 0.881 / +5.6%,
-    # terse 0.776 / +2.2% -> 0.771 / +2.0%. r128 ridge 0.1: keep 2 / 4 honest 0.690 / 0.653 (+2.9 / +2.1%), pirate
-    # 0.905 / 0.865 (+5.1 / +3.8%)
+    keep: float = 1.0  # weight of the keep term: generic text the patch should not move (`credo.hyper.keep_stats`).
+    # Its moments over the base's own text (the 14 prose rows alone until 2026-12; here at 2 samples, 5.4k tokens)
+    # moved the trade-off: at the old defaults (r64, ridge 0.5) honest 0.681 / +3.3% -> 0.669 / +2.2%, pirate 0.894 /
+    # +6.7% -> 0.881 / +5.6%, terse 0.776 / +2.2% -> 0.771 / +2.0%. r128 ridge 0.1: keep 2 / 4 honest 0.690 / 0.653
+    # (+2.9 / +2.1%), pirate 0.905 / 0.865 (+5.1 / +3.8%)
     strength: float = 1.0  # global scale of the patch (lora_alpha = strength * rank)
     teacher_examples: bool = True  # the teacher's context keeps the example exchanges (False: it cannot copy them;
     # the quick look is then measured against that teacher too). pirate.md: True 0.80, False 0.14.

@@ -27,16 +27,6 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 
 
-def neutral_texts(n: int) -> list[str]:
-    """The eval's perplexity texts: two thirds CIA World Factbook, one third Alice, spread over each file."""
-    from credo.eval.data import default_data_dir, read_jsonl, spread
-
-    folder = default_data_dir() / "neutral_text"
-    factbook = read_jsonl(folder / "factbook_background.jsonl", {"text": str})
-    alice = read_jsonl(folder / "alice_in_wonderland.jsonl", {"text": str})
-    return [r["text"] for r in spread(factbook, n - n // 3) + spread(alice, n // 3)]
-
-
 def perplexity(base, layer, texts: list[str]) -> float:
     from credo.eval.scorer import Row
     from credo.eval.suites.capability import perplexity as suite_perplexity
@@ -56,6 +46,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from credo.base import load_base
+    from credo.eval.data import default_data_dir
+    from credo.eval.suites.capability import neutral_texts
     from credo.layers import compile_layer
     from credo.layers._teacher import Runner, heldout_report
     from credo.manifesto import Manifesto
@@ -64,7 +56,7 @@ def main() -> None:
     axes = [(k, vs.split(",")) for k, vs in (g.split("=", 1) for g in args.grid)]
     combos = [fixed | dict(zip([k for k, _ in axes], vals)) for vals in itertools.product(*[vs for _, vs in axes])] or [fixed]
     base = load_base()
-    texts = neutral_texts(args.texts) if args.texts else []
+    texts = neutral_texts(default_data_dir(), args.texts) if args.texts else []
     base_ppl = perplexity(base, None, texts) if texts else math.nan
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
            "heldout": args.heldout, "texts": len(texts), "base_perplexity": base_ppl, "runs": []}

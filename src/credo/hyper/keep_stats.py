@@ -133,8 +133,8 @@ def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: t
 
 def _moments(base: Base, modules: dict[str, torch.nn.Linear], ids: torch.Tensor, lengths: list[int], chunk: int = 16) -> dict[str, torch.Tensor]:
     """Σ x xᵀ / n over every token after the BOS, each module's inputs taken as the bare base runs over the corpus."""
-    start = len(_bos(base))
-    fit = make_batch([ids[i, :n].tolist() for i, n in enumerate(lengths)], [start] * len(lengths), 0).fit
+    cols = torch.arange(ids.shape[1])[None, :]
+    fit = (cols >= len(_bos(base))) & (cols < torch.tensor(lengths)[:, None])  # every real token after the BOS
     masks = [fit[lo : lo + chunk, : chunk_width(lengths, lo, chunk)] for lo in range(0, len(lengths), chunk)]
     sums = {name: torch.zeros(mod.in_features, mod.in_features, device=mod.weight.device) for name, mod in modules.items()}
     seen = dict.fromkeys(modules, 0)

@@ -50,8 +50,9 @@ ANSWERS = ("none", "examples", "bank", "mixed", "teacher")
 class HyperConfig:
     method: str = "closed-form"
     rank: int = 128  # with ridge 0.2 (bench/hyper_sweep.py, 2026-12-01, 24 held-out, perplexity on 12 neutral texts,
-    # keep text at 2 samples per opening; at today's 8, honest 0.704 / +2.0%, pirate 0.910 / +4.8%): honest r64 ridge 0.35 0.681 (+2.4%), r128 0.689 (+2.6%); r128 ridge 0.25 0.699 (+2.9%), 0.2 0.703 (+3.2%), 0.15
-    # 0.708 (+3.4%); pirate r128 ridge 0.35 / 0.25 0.900 / 0.909 (+5.9 / +6.1%). Honest is the manifesto that sets it.
+    # keep text at 2 samples per opening; at today's 8, honest 0.704 / +2.0%, pirate 0.910 / +4.8%): honest r64 ridge
+    # 0.35 0.681 (+2.4%), r128 0.689 (+2.6%); r128 ridge 0.25 0.699 (+2.9%), 0.2 0.703 (+3.2%), 0.15 0.708 (+3.4%);
+    # pirate r128 ridge 0.35 / 0.25 0.900 / 0.909 (+5.9 / +6.1%). Honest is the manifesto that sets it.
     targets: list[str] = field(default_factory=lambda: ["o_proj"])  # attention outputs alone: the context's effect
     # enters there. Ridge 1, rank 32, o_proj + down_proj -> o_proj alone: pirate 0.787 -> 0.828 (ppl +12.3% -> +3.1%),
     # honest 0.580 -> 0.632 (+3.3% -> +1.3%), terse 0.782 -> 0.744, gardener 0.793 -> 0.779, librarian 0.671 -> 0.695;

@@ -111,6 +111,14 @@ def perplexity(row: Row, texts: list[str], progress: bool = False) -> Metrics:
     return {"perplexity": math.exp(nll / tokens) if tokens else None, "tokens": tokens, "items": len(texts)}
 
 
+def neutral_texts(data: Path, n: int) -> list[str]:
+    """`n` neutral texts: two thirds CIA World Factbook backgrounds, one third Alice, each spread over its file."""
+    folder = data / "neutral_text"
+    factbook = read_jsonl(folder / "factbook_background.jsonl", {"text": str})
+    alice = read_jsonl(folder / "alice_in_wonderland.jsonl", {"text": str})
+    return [r["text"] for r in spread(factbook, n - n // 3) + spread(alice, n // 3)]
+
+
 @register
 class Perplexity(Suite):
     name = "perplexity"
@@ -119,11 +127,7 @@ class Perplexity(Suite):
     help = "perplexity on neutral text (CIA World Factbook backgrounds, Alice in Wonderland)"
 
     def load(self, manifestos) -> None:
-        folder = self.ctx.data / "neutral_text"
-        n = self.ctx.count(self.default_items)
-        factbook = read_jsonl(folder / "factbook_background.jsonl", {"text": str})
-        alice = read_jsonl(folder / "alice_in_wonderland.jsonl", {"text": str})
-        self.texts = [r["text"] for r in spread(factbook, n - n // 3) + spread(alice, n // 3)]
+        self.texts = neutral_texts(self.ctx.data, self.ctx.count(self.default_items))
 
     def run(self, rows: list[Row], group: Group | None = None) -> dict[str, Metrics]:
         return {row.name: perplexity(row, self.texts, self.ctx.progress) for row in rows}

@@ -1,7 +1,7 @@
 """Batched teacher and student passes shared by the compilers that learn from the teacher (`steer`, `distill`, `stack`).
 
 The teacher is the base with a context (the manifesto) ahead of the conversation; its KV state is computed once and
-shared by every sequence of a batch. Sequences are tokenised exactly as `TorchEngine` does (BOS + context, then the
+shared by every sequence of a batch (a generation attends to one copy of it, `credo.engines.shared_prefix`). Sequences are tokenised exactly as `TorchEngine` does (BOS + context, then the
 conversation, then the answer), so figures measured here agree with `credo.fidelity.measure`, only faster: on CPU the
 262k-token output head dominates, and a batch of B rows costs little more than one.
 """
@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from credo.engines import shared_prefix
 from credo.engines.torch_engine import TorchEngine
 from credo.fsutil import save_tensors_atomic
 from credo.layers.cache import PrefixState
@@ -103,6 +104,14 @@ class Runner:
         dtype = torch.get_autocast_dtype(device) if room and torch.is_autocast_enabled(device) else None
         return self.prefix().to_cache(self.base.model.config, rows, room, dtype)
 
+    def _own_cache(self, rows: int, room: int) -> Any:
+        """An empty cache for the rows' own tokens, with room for `room` of them, beside the shared prefix."""
+        state = self.prefix()
+        empty = PrefixState([], [k[..., :0, :] for k in state.keys], [v[..., :0, :] for v in state.values], [0] * len(state.seen))
+        device = self.base.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        return empty.to_cache(self.base.model.config, rows, room, dtype)
+
     # --- teacher-forced -------------------------------------------------------------------------------------------
     def forward(self, seqs: Sequence[list[int]], keep: Sequence[tuple[int, int]] | None = None, grad: bool = False) -> list[torch.Tensor]:
         """Logits at positions [a, b) of each sequence (which follows the context). Right padding needs no mask.
@@ -168,13 +177,18 @@ class Runner:
         convs = [self.conv(p) for p in prompts]
         rows = len(convs)
         ids, mask, pos = self._left_padded(convs)
-        cache, stop_ids = self._cache(rows, ids.shape[1] + max_tokens), self.base.stop_ids
+        room, stop_ids = ids.shape[1] + max_tokens, self.base.stop_ids
+        if shared_prefix.fits(self.base.model.config, len(self.context_ids) + room):  # the manifesto is kept once
+            cache, mask = self._own_cache(rows, room), mask[:, len(self.context_ids) :]
+            scope: contextlib.AbstractContextManager = shared_prefix.active(self.base.model, self.prefix())
+        else:
+            cache, scope = self._cache(rows, room), contextlib.nullcontext()
         done = [False] * rows
         active = list(range(rows))  # the prompt each batch row answers
         out_ids: list[list[int]] = [[] for _ in range(rows)]
         tops: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(rows)]
         next_pos = pos[:, -1] + 1
-        with self.hooks():
+        with self.hooks(), scope:
             for step in range(max_tokens):
                 if on_step is not None:
                     on_step(active)

@@ -1,4 +1,4 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.8–12.2 s on 2 CPU cores by bench/hyper.py, 2026-12-01; the aim is 10 s).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.2–13.1 s on 2 CPU cores by bench/hyper.py, pirate 9.1 s alone and 9.3 s median by bench/hyper_speed.py, 2026-12-01; the aim is 10 s).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way

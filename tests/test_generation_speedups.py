@@ -1,0 +1,69 @@
+"""What makes CPU generation faster must not change what it computes: one shared copy of the manifesto's KV state,
+and the kept heap."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from credo.base import tiny_base
+from credo.engines import shared_prefix
+from credo.layers._teacher import Runner
+from credo.layers.prompt import manifesto_context
+
+PROMPTS = ["Hello! Who are you?", "How do I make tea?", "Tell me about the sea, the ships and the wind.", "Why?"]
+
+
+def _generate(base, context: str, per_row: bool, monkeypatch, topk: int = 1):
+    finals: list[torch.Tensor] = []
+    with monkeypatch.context() as patch:
+        if per_row:
+            patch.setattr(shared_prefix, "fits", lambda config, positions: False)
+        handle = base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(o[:, -1].clone()))
+        try:
+            answers = Runner(base, context, batch=4).generate_batch(PROMPTS, 10, topk=topk)
+        finally:
+            handle.remove()
+    return answers, finals[1:]  # the first call is the context's own prefill
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_shared_prefix_answers_as_the_per_row_cache(pirate, monkeypatch, kv_heads):
+    """Left-padded rows of different lengths, a sliding layer and a global one, one or several kv heads: the same
+    greedy tokens, top-k log-probabilities and hidden states at every step (float32)."""
+    base = tiny_base(0, sliding_window=4096, kv_heads=kv_heads)
+    context = manifesto_context(pirate, base)
+    assert len({len(Runner(base, context).conv(p)) for p in PROMPTS}) > 1  # the batch is left-padded
+    calls = []
+    real = shared_prefix._attention
+    monkeypatch.setitem(shared_prefix.AttentionInterface._global_mapping, shared_prefix.NAME,
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    shared, shared_finals = _generate(base, context, False, monkeypatch, topk=3)
+    assert calls  # the shared path did run
+    alone, alone_finals = _generate(base, context, True, monkeypatch, topk=3)
+    assert [a.ids for a in shared] == [a.ids for a in alone]
+    for s, a in zip(shared, alone):
+        torch.testing.assert_close(s.top_logp, a.top_logp, atol=1e-4, rtol=1e-4)
+    for s, a in zip(shared_finals, alone_finals):
+        torch.testing.assert_close(s, a, atol=1e-4, rtol=1e-4)
+    assert base.model.config._attn_implementation != shared_prefix.NAME  # restored after
+
+
+def test_a_prefix_past_the_sliding_window_keeps_the_per_row_cache(tiny, pirate, monkeypatch):
+    """The tiny model's window (16) is shorter than the manifesto: generation must not take the shared path."""
+    context = manifesto_context(pirate, tiny)
+    assert not shared_prefix.fits(tiny.model.config, len(tiny.encode(context, bos=True)))
+    monkeypatch.setattr(shared_prefix, "active", lambda *a: pytest.fail("shared path taken past the window"))
+    assert Runner(tiny, context, batch=4).generate_batch(PROMPTS[:2], 4, topk=1)
+
+
+def test_the_kept_heap_can_be_turned_off_and_is_taken_by_glibc(monkeypatch):
+    """CREDO_KEEP_HEAP=0 leaves glibc alone; otherwise glibc (where it is the C library) takes the setting."""
+    import platform
+
+    from credo import allocator
+
+    monkeypatch.setenv("CREDO_KEEP_HEAP", "0")
+    assert allocator.keep_freed_memory() is False
+    monkeypatch.setenv("CREDO_KEEP_HEAP", "1")
+    assert allocator.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

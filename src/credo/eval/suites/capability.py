@@ -92,12 +92,18 @@ class HellaSwag(Suite):
 
 def choice_accuracy(row: Row, items: list[tuple[str, list[str], int]], progress: bool = False) -> Metrics:
     """Accuracy of picking the labelled ending by log-likelihood per byte (so long endings are not penalised)."""
-    right = 0
+    hits = choice_hits(row, items, progress)
+    return {"accuracy": sum(hits) / len(items) if items else None, "items": len(items)}
+
+
+def choice_hits(row: Row, items: list[tuple[str, list[str], int]], progress: bool = False) -> list[bool]:
+    """Per item, whether the row picks the labelled ending: what a paired comparison of two rows needs."""
+    hits = []
     for ctx, endings, label in tqdm(items, desc="choice", disable=not progress, leave=False):
         scores = row.choice_logprobs(row.text_ids(ctx), [row.text_ids(" " + e.strip()) for e in endings])
         norm = [s / max(1, len((" " + e.strip()).encode())) for s, e in zip(scores, endings)]
-        right += max(range(len(norm)), key=lambda i: norm[i]) == label
-    return {"accuracy": right / len(items) if items else None, "items": len(items)}
+        hits.append(max(range(len(norm)), key=lambda i: norm[i]) == label)
+    return hits
 
 
 def perplexity(row: Row, texts: list[str], progress: bool = False) -> Metrics:

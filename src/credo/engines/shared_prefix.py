@@ -7,8 +7,9 @@ context tokens over 51 rows that was 1.9 s of `scaled_dot_product_attention` in 
 kept once, and each layer's attention scores every row's queries against them in one matrix product (a GEMM instead
 of 51 GEMVs), then joins the two parts in a single softmax. The result is the same attention, up to rounding.
 
-Used as a transformers attention implementation while `active` is entered. It needs every query within the sliding
-window of every prefix key (`fits`); a caller whose rows would outgrow it keeps the per-row cache.
+Used as a transformers attention implementation while `active` is entered, which sets it on the model's config: not
+for a model that other threads run meanwhile (the server runs every model call on its one worker). It needs every query
+within the sliding window of every prefix key (`fits`); a caller whose rows would outgrow it keeps the per-row cache.
 """
 
 from __future__ import annotations

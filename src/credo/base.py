@@ -53,9 +53,14 @@ class Base:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def bos_ids(self) -> list[int]:
+        """The BOS a sequence starts with: none if the tokenizer has none."""
+        return [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+
     def encode(self, text: str, bos: bool = False) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ([self.tokenizer.bos_token_id] if bos and self.tokenizer.bos_token_id is not None else []) + list(ids)
+        return (self.bos_ids if bos else []) + list(ids)
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -94,7 +99,7 @@ class Base:
         """The output head's logits (float32), through the cached bf16 head under bf16 autocast: the same bits as
         autocast's own cast of the 262k x 640 head, which it would redo on every call."""
         if torch.is_autocast_enabled(self.device.type) and torch.get_autocast_dtype(self.device.type) == torch.bfloat16:
-            logits = torch.nn.functional.linear(hidden.to(torch.bfloat16), self._head_bf16).float()
+            logits = self.rough_logits(hidden).float()
         else:
             logits = self.model.lm_head(hidden).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
@@ -118,6 +123,11 @@ class Base:
             for m, w in zip(linears, saved):
                 m.weight.data = w
 
+    def rough_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The output head's logits in bfloat16 from the cached bf16 head, before any softcap: good enough to pick
+        candidates from (they err by ~0.1), 3-4x cheaper than the float32 head on CPU."""
+        return torch.nn.functional.linear(hidden.to(torch.bfloat16), self._head_bf16)
+
     @torch.no_grad()
     def greedy_next(self, hidden: torch.Tensor, shortlist: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
         """The exact greedy next token for each final hidden state (B, d), and its log-probability (to ~1e-2).
@@ -129,7 +139,7 @@ class Base:
         float32 logsumexp over it took longer than the head's matmul, 2026-11-23).
         """
         head = self.model.get_output_embeddings().weight
-        rough = torch.nn.functional.linear(hidden.to(torch.bfloat16), self._head_bf16)
+        rough = self.rough_logits(hidden)
         cand = rough.topk(shortlist, -1).indices  # (B, k); a softcap is monotonic: the same candidates
         exact = torch.einsum("bd,bkd->bk", hidden.float(), head[cand].float())
         cap = getattr(self.model.config, "final_logit_softcapping", None)

@@ -80,19 +80,14 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
         return {}
 
 
-def _bos(base: Base) -> list[int]:
-    return [base.tokenizer.bos_token_id] if base.tokenizer.bos_token_id is not None else []
-
-
 @torch.inference_mode()
 def _corpus(base: Base) -> tuple[torch.Tensor, torch.Tensor]:
     """The generic text as right-padded ids (rows, T) and lengths: the prose, then the base's samples (seeded)."""
-    bos, pad = _bos(base), base.tokenizer.pad_token_id or 0
-    rows = [bos + base.encode(t) for t in NEUTRAL_PROSE]
-    starts = [bos + base.encode(o) for o in OPENINGS for _ in range(SAMPLES)]
+    rows = [base.encode(t, bos=True) for t in NEUTRAL_PROSE]
+    starts = [base.encode(o, bos=True) for o in OPENINGS for _ in range(SAMPLES)]
     with torch.autocast(base.device.type, dtype=torch.bfloat16), base.bf16_linears():
         rows += _sample(base, starts, SAMPLE_TOKENS, TOP_K, torch.Generator(device=base.device).manual_seed(0))
-    b = make_batch(rows, [0] * len(rows), pad)
+    b = make_batch(rows, [0] * len(rows), base.tokenizer.pad_token_id or 0)
     return b.ids, torch.tensor(b.lengths)
 
 
@@ -114,7 +109,7 @@ def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: t
     out: list[torch.Tensor] = []
     for _ in tqdm(range(tokens), desc="hyper: the base writes its keep text (once per base)", leave=False):
         hidden = base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
-        rough = torch.nn.functional.linear(hidden[:, -1].to(torch.bfloat16), base._head_bf16)
+        rough = base.rough_logits(hidden[:, -1])
         top, cand = rough.topk(top_k, -1)
         top = top.float()
         if cap:
@@ -134,7 +129,7 @@ def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: t
 def _moments(base: Base, modules: dict[str, torch.nn.Linear], ids: torch.Tensor, lengths: list[int], chunk: int = 16) -> dict[str, torch.Tensor]:
     """Σ x xᵀ / n over every token after the BOS, each module's inputs taken as the bare base runs over the corpus."""
     cols = torch.arange(ids.shape[1])[None, :]
-    fit = (cols >= len(_bos(base))) & (cols < torch.tensor(lengths)[:, None])  # every real token after the BOS
+    fit = (cols >= len(base.bos_ids)) & (cols < torch.tensor(lengths)[:, None])  # every real token after the BOS
     masks = [fit[lo : lo + chunk, : chunk_width(lengths, lo, chunk)] for lo in range(0, len(lengths), chunk)]
     sums = {name: torch.zeros(mod.in_features, mod.in_features, device=mod.weight.device) for name, mod in modules.items()}
     seen = dict.fromkeys(modules, 0)

@@ -1,9 +1,10 @@
 """Batched teacher and student passes shared by the compilers that learn from the teacher (`steer`, `distill`, `stack`).
 
 The teacher is the base with a context (the manifesto) ahead of the conversation; its KV state is computed once and
-shared by every sequence of a batch (a generation attends to one copy of it, `credo.engines.shared_prefix`). Sequences are tokenised exactly as `TorchEngine` does (BOS + context, then the
-conversation, then the answer), so figures measured here agree with `credo.fidelity.measure`, only faster: on CPU the
-262k-token output head dominates, and a batch of B rows costs little more than one.
+shared by every sequence of a batch (a generation attends to one copy of it, `credo.engines.shared_prefix`).
+Sequences are tokenised exactly as `TorchEngine` does (BOS + context, then the conversation, then the answer), so
+figures measured here agree with `credo.fidelity.measure`, only faster: on CPU the 262k-token output head dominates,
+and a batch of B rows costs little more than one.
 """
 
 from __future__ import annotations
@@ -96,21 +97,13 @@ class Runner:
             self._prefix = PrefixState.from_cache(self.context_ids, out.past_key_values)
         return self._prefix
 
-    def _cache(self, rows: int, room: int) -> Any:
-        """The context's state over `rows` rows, with room for `room` more tokens written in place (in the autocast
-        dtype when autocast is on: recasting the float32 past at every step was 1.65 s of `aten::copy_` in pirate's 9.5 s
-        hyper generation, 0.59 s after; 2026-11-24)."""
+    def _cache(self, rows: int, room: int, state: PrefixState | None = None) -> Any:
+        """The context's state (or `state`) over `rows` rows, with room for `room` more tokens written in place (in the
+        autocast dtype when autocast is on: recasting the float32 past at every step was 1.65 s of `aten::copy_` in
+        pirate's 9.5 s hyper generation, 0.59 s after; 2026-11-24)."""
         device = self.base.device.type
         dtype = torch.get_autocast_dtype(device) if room and torch.is_autocast_enabled(device) else None
-        return self.prefix().to_cache(self.base.model.config, rows, room, dtype)
-
-    def _own_cache(self, rows: int, room: int) -> Any:
-        """An empty cache for the rows' own tokens, with room for `room` of them, beside the shared prefix."""
-        state = self.prefix()
-        empty = PrefixState([], [k[..., :0, :] for k in state.keys], [v[..., :0, :] for v in state.values], [0] * len(state.seen))
-        device = self.base.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        return empty.to_cache(self.base.model.config, rows, room, dtype)
+        return (state if state is not None else self.prefix()).to_cache(self.base.model.config, rows, room, dtype)
 
     # --- teacher-forced -------------------------------------------------------------------------------------------
     def forward(self, seqs: Sequence[list[int]], keep: Sequence[tuple[int, int]] | None = None, grad: bool = False) -> list[torch.Tensor]:
@@ -179,7 +172,7 @@ class Runner:
         ids, mask, pos = self._left_padded(convs)
         room, stop_ids = ids.shape[1] + max_tokens, self.base.stop_ids
         if shared_prefix.fits(self.base.model.config, len(self.context_ids) + room):  # the manifesto is kept once
-            cache, mask = self._own_cache(rows, room), mask[:, len(self.context_ids) :]
+            cache, mask = self._cache(rows, room, self.prefix().empty()), mask[:, len(self.context_ids) :]  # own tokens alone
             scope: contextlib.AbstractContextManager = shared_prefix.active(self.base.model, self.prefix())
         else:
             cache, scope = self._cache(rows, room), contextlib.nullcontext()

@@ -61,6 +61,10 @@ class PrefixState:
                 layer.cumulative_length = n
         return cache
 
+    def empty(self) -> PrefixState:
+        """A state of the same layout holding no tokens: a cache for rows that attend to this one elsewhere."""
+        return PrefixState([], [k[..., :0, :] for k in self.keys], [v[..., :0, :] for v in self.values], [0] * len(self.seen))
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {"ids": torch.tensor(self.ids, dtype=torch.long), "seen": torch.tensor(self.seen, dtype=torch.long)}
         for i, (k, v) in enumerate(zip(self.keys, self.values)):

@@ -222,7 +222,7 @@ def _quick_look(base: Base, manifesto: Manifesto, weights: LoraWeights, context:
 
 def _bos_pad(base: Base) -> tuple[list[int], int]:
     """The BOS the student's rows start with (none if the tokenizer has none) and the id right padding uses."""
-    return ([base.tokenizer.bos_token_id] if base.tokenizer.bos_token_id is not None else []), base.tokenizer.pad_token_id or 0
+    return base.bos_ids, base.tokenizer.pad_token_id or 0
 
 
 def _conv(base: Base, prompt: str) -> list[int]:

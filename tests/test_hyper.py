@@ -224,3 +224,28 @@ def test_bf16_linears_change_no_bits_and_restore_the_float32_weights(tiny, short
         raise RuntimeError("interrupted")
     for n, p in tiny.model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p, before[n]), n
+
+
+def test_packed_rows_fit_as_one_sequence_per_row(tiny):
+    """Several sequences packed into one row (position ids restart, each masked off from the others) must give the
+    student pass the same module inputs, so the same patches and final states, as one padded row per sequence."""
+    from credo.hyper import closed_form
+    from credo.hyper.batch import make_batch, pack_batch
+
+    modules = closed_form.target_modules(tiny.model, ["o_proj"], None)
+    texts = ["User: tell me a long story about the sea and ships\nAssistant: arr", "User: hi\nAssistant: yo",
+             "User: why?\nAssistant: because", "User: what is a knot\nAssistant: a loop"]
+    seqs = [tiny.encode(t, bos=True) for t in texts]
+    starts = [len(s) - 4 for s in seqs]
+    packed, order, where = pack_batch(seqs, starts, 0)
+    assert packed.ids.shape[0] < len(seqs) and sorted(order) == list(range(len(seqs)))
+    padded = make_batch([seqs[i] for i in order], [starts[i] for i in order], 0)
+    gen = torch.Generator().manual_seed(0)
+    targets = {name: torch.randn(padded.rows, m.out_features, generator=gen) * 0.1 for name, m in modules.items()}
+    look_padded = torch.tensor([starts[i] for i in order])
+    look_packed = torch.tensor([[where[i][0] for i in order], [where[i][1] + starts[i] for i in order]])
+    fit_a, fin_a = closed_form.fit_sequential(tiny, modules, targets, padded, None, 4, 0.5, 0.0, look=look_padded)
+    fit_b, fin_b = closed_form.fit_sequential(tiny, modules, targets, packed, None, 4, 0.5, 0.0, look=look_packed)
+    torch.testing.assert_close(fin_b, fin_a, atol=1e-4, rtol=1e-4)
+    for name in modules:
+        torch.testing.assert_close(fit_b.B[name] @ fit_b.A[name], fit_a.B[name] @ fit_a.A[name], atol=1e-4, rtol=1e-3)

@@ -83,6 +83,9 @@ def final_states(base: Base, batch: Batch, look: torch.Tensor, chunk: int = 16) 
 
 
 def _at(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """One position per row (B,), or (2, N) rows and columns (packed rows hold several sequences)."""
+    if positions.dim() == 2:
+        return hidden[positions[0], positions[1]].detach()
     return hidden[torch.arange(hidden.shape[0]), positions].detach()
 
 
@@ -152,7 +155,7 @@ def fit_sequential(
     if look is not None:
         handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, look))))
     try:
-        run_body(base, batch.ids, None, chunk=batch.ids.shape[0])
+        run_body(base, batch.ids, None, chunk=batch.ids.shape[0], positions=batch.positions)
     finally:
         for h in handles:
             h.remove()

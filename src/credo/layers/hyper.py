@@ -1,4 +1,4 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.2–13.1 s on 2 CPU cores by bench/hyper.py, pirate 9.1 s alone and 9.3 s median by bench/hyper_speed.py, 2026-12-01; the aim is 10 s).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.2–13.1 s on 2 CPU cores by bench/hyper.py, pirate 9.1 s alone and 9.3 s median by bench/hyper_speed.py, 2026-12-01; the aim is 10 s; packed student rows saved 0.8 s of honest's 11.6 on 2026-12-02).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way
@@ -28,7 +28,7 @@ import torch
 from credo.errors import CredoError
 from credo.hyper import closed_form, recorded
 from credo.hyper.base_states import base_first_states
-from credo.hyper.batch import make_batch
+from credo.hyper.batch import make_batch, pack_batch
 from credo.hyper.diff import clause_changes, previous_folder_of, read_previous
 from credo.hyper.keep_stats import keep_moments
 from credo.hyper.texts import answers_for
@@ -65,6 +65,7 @@ class HyperConfig:
     answer_tokens: int = 24
     probes: int = 0  # train probes to fit on (0: all); fewer compile faster and follow the manifesto less closely
     chat: bool = False  # also fit on the wide everyday pool (credo.chat_pool), as distill does: about 3x the rows
+    chat_probes: int = 0  # or only this many of the pool's train prompts, spread over it
     ridge: float = 0.2  # times the mean eigenvalue of the normal matrix (fit rows + keep term): less ridge follows the
     # teacher more and moves neutral text more (see rank)
     keep: float = 1.0  # weight of the keep term: generic text the patch should not move (`credo.hyper.keep_stats`).
@@ -145,9 +146,10 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
         raise CredoError(f"hyper: the model has no linear modules named {', '.join(c.targets)} in the chosen layers")
     rank = min(c.rank, *(min(m.in_features, m.out_features) for m in modules.values()))  # a module's full rank caps it
     bos, pad = _bos_pad(base)
-    ps = all_probes(manifesto, chat=c.chat)
-    train = [p for p in ps if not p.heldout]
+    ps = all_probes(manifesto, chat=c.chat or c.chat_probes > 0)
+    train = [p for p in ps if not p.heldout and p.origin != "chat"]
     train = train[: c.probes] if c.probes else train
+    train += _spread([p for p in ps if not p.heldout and p.origin == "chat"], None if c.chat else c.chat_probes)
     look_only = [p for p in ps if p.heldout and p.origin != "chat"] if c.report else []  # the pool adds rows, not clauses
     shown = manifesto if c.teacher_examples else dataclasses.replace(manifesto, examples=())
     context_text = manifesto_context(shown, base)
@@ -172,14 +174,14 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
                                                             look=torch.tensor([len(q) - 1 for q in convs[:n_train]]))
         teacher_look = None
     # every row fits len(tail) + 1 positions: the prompt's last token, then each tail token. The student pass is one
-    # padded batch (every row must reach module m before m is solved) with rows sorted by length; the teacher's rows
-    # are put in the same order
-    order = sorted(range(n_train), key=lambda i: len(convs[i]) + len(tails[i]))
+    # batch (every row must reach module m before m is solved) of rows packed with several sequences each; the
+    # teacher's rows are put in the order the packing reads them
+    starts = [len(bos) + len(convs[i]) - 1 for i in range(n_train)]
+    s_batch, order, where = pack_batch([bos + convs[i] + tails[i] for i in range(n_train)], starts, pad)
     bounds = [0] + torch.tensor([len(t) + 1 for t in tails]).cumsum(0).tolist()
     targets = {name: torch.cat([t[bounds[i] : bounds[i + 1]] for i in order]) for name, t in targets.items()}
-    s_batch = make_batch([bos + convs[i] + tails[i] for i in order], [len(bos) + len(convs[i]) - 1 for i in order], pad)
     moments = keep_moments(base, modules) if c.keep > 0 else None
-    last = torch.tensor([len(bos) + len(convs[i]) - 1 for i in order])
+    last = torch.tensor([[where[i][0] for i in order], [where[i][1] + starts[i] for i in order]])
     result, layer_first = closed_form.fit_sequential(base, modules, targets, s_batch, moments, rank, c.ridge, c.keep,
                                                      look=last if c.report else None)
     a, b = result.A, result.B
@@ -218,6 +220,13 @@ def _quick_look(base: Base, manifesto: Manifesto, weights: LoraWeights, context:
                                                   torch.tensor([len(bos) + len(q) - 1 for q in held]))
         teacher_first, layer_first = torch.cat([teacher_train, teacher_held]), torch.cat([layer_train, layer_held])
     return _first_token_figures(base, manifesto, ps, teacher_first, layer_first, base_first, n_train)
+
+
+def _spread(items: list, count: int | None) -> list:
+    """`count` of `items` evenly spaced (all of them when `count` is None or not smaller)."""
+    if count is None or count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
 
 
 def _bos_pad(base: Base) -> tuple[list[int], int]:

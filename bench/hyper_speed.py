@@ -1,11 +1,13 @@
-"""Side by side: what the shared-prefix generation and the kept heap each do to a hyper compile's wall time.
+"""Side by side: what each speed change does to a hyper compile's wall time, and what the chat rows cost.
 
-Three setups, each in its own process (the heap setting holds for a whole process), run in turn `--rounds` times:
-`before` (per-row copies of the manifesto's KV state, glibc's own heap), `shared` (one shared copy), `shared+heap`
-(also `credo.allocator`). Each process loads the base, compiles once to warm up, then times `--repeats` cold compiles
-(the base's first-token states forgotten, as `bench/hyper.py` does). Prints the medians and their ratios to `before`.
+Each setup runs in its own process (the heap setting holds for a whole process), in turn, `--rounds` times:
+`before` (per-row copies of the manifesto's KV state, glibc's own heap, one padded row per student sequence, no chat
+rows), `shared` (one shared copy), `shared+heap` (also `credo.allocator`), `packed` (also packed student rows),
+`packed+chat16` (also 16 rows of the everyday pool: today's defaults). Each process loads the base, compiles once to
+warm up, then times `--repeats` cold compiles (the base's first-token states forgotten, as `bench/hyper.py` does).
+Prints the medians and their ratios to the first setup run.
 
-    .venv/bin/python bench/hyper_speed.py --threads 2 [examples/pirate.md]
+    .venv/bin/python bench/hyper_speed.py --threads 2 [examples/pirate.md] [--setups before,packed,packed+chat16]
 """
 
 from __future__ import annotations
@@ -20,10 +22,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SETUPS = {"before": {"shared": False, "heap": False}, "shared": {"shared": True, "heap": False}, "shared+heap": {"shared": True, "heap": True}}
+SETUPS = {
+    "before": {"shared": False, "heap": False, "packed": False, "chat_probes": 0},
+    "shared": {"shared": True, "heap": False, "packed": False, "chat_probes": 0},
+    "shared+heap": {"shared": True, "heap": True, "packed": False, "chat_probes": 0},
+    "packed": {"shared": True, "heap": True, "packed": True, "chat_probes": 0},
+    "packed+chat16": {"shared": True, "heap": True, "packed": True, "chat_probes": 16},
+}
 
 
-def child(manifesto: str, shared: bool, repeats: int, threads: int) -> None:
+def one_sequence_per_row(seqs: list[list[int]], starts: list[int], pad_id: int):
+    """What the student pass ran on before packing: one right-padded row per sequence, sorted by length."""
+    from credo.hyper.batch import make_batch
+
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    where = [(0, 0)] * len(seqs)
+    for row, i in enumerate(order):
+        where[i] = (row, 0)
+    return make_batch([seqs[i] for i in order], [starts[i] for i in order], pad_id), order, where
+
+
+def child(manifesto: str, setup: dict, repeats: int, threads: int) -> None:
     """One setup's timings, printed as a JSON line."""
     import time
 
@@ -34,17 +53,21 @@ def child(manifesto: str, shared: bool, repeats: int, threads: int) -> None:
     from credo.engines import shared_prefix
     from credo.hyper.base_states import forget
     from credo.layers import compile_layer
+    from credo.layers import hyper as hyper_layer
     from credo.manifesto import Manifesto
 
-    if not shared:
+    if not setup["shared"]:
         shared_prefix.fits = lambda config, positions: False
+    if not setup["packed"]:
+        hyper_layer.pack_batch = one_sequence_per_row
+    settings = {"chat_probes": str(setup["chat_probes"])}
     base, m = load_base(), Manifesto.from_file(manifesto)
-    compile_layer(m, base, "hyper", {})
+    compile_layer(m, base, "hyper", settings)
     walls = []
     for _ in range(repeats):
         forget(base)
         start = time.perf_counter()
-        layer = compile_layer(m, base, "hyper", {})
+        layer = compile_layer(m, base, "hyper", settings)
         walls.append(time.perf_counter() - start)
     print(json.dumps({"walls": walls, "fidelity": layer.info.report["first_token_fidelity_heldout"]}))
 
@@ -55,24 +78,29 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--setups", default=",".join(SETUPS), help="comma-separated, from: " + ", ".join(SETUPS))
     ap.add_argument("--child", choices=list(SETUPS), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.manifesto, SETUPS[args.child]["shared"], args.repeats, args.threads)
-    walls: dict[str, list[float]] = {name: [] for name in SETUPS}
+        return child(args.manifesto, SETUPS[args.child], args.repeats, args.threads)
+    chosen = [name.strip() for name in args.setups.split(",") if name.strip()]
+    if unknown := [name for name in chosen if name not in SETUPS]:
+        ap.error(f"unknown setup(s) {', '.join(unknown)}; known: {', '.join(SETUPS)}")
+    walls: dict[str, list[float]] = {name: [] for name in chosen}
     looks: dict[str, float] = {}
     for _ in range(args.rounds):
-        for name, setup in SETUPS.items():
+        for name in chosen:
+            setup = SETUPS[name]
             env = os.environ | {"CREDO_KEEP_HEAP": "1" if setup["heap"] else "0"}
             cmd = [sys.executable, __file__, args.manifesto, "--child", name, "--repeats", str(args.repeats), "--threads", str(args.threads)]
             line = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             got = json.loads(line)
             walls[name] += got["walls"]
             looks[name] = got["fidelity"]
-    before = statistics.median(walls["before"])
+    before = statistics.median(walls[chosen[0]])
     rows = [f"# hyper compile speed, side by side ({datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
             f"{Path(args.manifesto).stem}, {args.threads} threads, {args.rounds} rounds x {args.repeats} cold compiles)", "",
-            "| setup | median wall s | all | vs before | quick-look fidelity |", "| --- | --- | --- | --- | --- |"]
+            f"| setup | median wall s | all | vs {chosen[0]} | quick-look fidelity |", "| --- | --- | --- | --- | --- |"]
     for name, ws in walls.items():
         med = statistics.median(ws)
         rows.append(f"| {name} | {med:.2f} | {' '.join(f'{w:.1f}' for w in ws)} | {med / before:.2f}x | {looks[name]} |")

@@ -91,7 +91,7 @@ def test_edit_one_clause_reports_what_changed(tiny, short, layer, tmp_path):
     assert "->" in changes["overall"]["first_token_fidelity_heldout"]
 
 
-@pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}])
+@pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}, {"chat_probes": "-1"}])
 def test_bad_settings_fail_with_one_line(tiny, short, setting):
     with pytest.raises(CredoError) as e:
         compile_layer(short, tiny, "hyper", setting)
@@ -249,3 +249,16 @@ def test_packed_rows_fit_as_one_sequence_per_row(tiny):
     torch.testing.assert_close(fin_b, fin_a, atol=1e-4, rtol=1e-4)
     for name in modules:
         torch.testing.assert_close(fit_b.B[name] @ fit_b.A[name], fit_a.B[name] @ fit_a.A[name], atol=1e-4, rtol=1e-3)
+
+
+def test_chat_probes_take_that_many_pool_prompts_spread_over_it(tiny, short):
+    """chat_probes=N adds N train prompts of the everyday pool (never held-out ones) to the manifesto's own: more fit
+    rows, and chat=true takes the whole pool's train share."""
+    rows = {n: compile_layer(short, tiny, "hyper", FAST | {"chat_probes": str(n), "report": "false"}).info.report
+            for n in (0, 4)}
+    every = compile_layer(short, tiny, "hyper", FAST | {"chat": "true", "report": "false"}).info.report
+    assert rows[4]["train_probes"] == rows[0]["train_probes"] + 4
+    assert every["train_probes"] > rows[4]["train_probes"] + 50
+    from credo.layers.hyper import _spread
+
+    assert _spread(list(range(10)), 3) == [0, 3, 6] and _spread([1, 2], 5) == [1, 2] and _spread([1, 2], None) == [1, 2]

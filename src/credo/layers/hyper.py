@@ -1,13 +1,13 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.2–13.1 s on 2 CPU cores by bench/hyper.py, pirate 9.1 s alone and 9.3 s median by bench/hyper_speed.py, 2026-12-01; the aim is 10 s; packed student rows saved 0.8 s of honest's 11.6 on 2026-12-02).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.2–13.1 s on 2 CPU cores by bench/hyper.py on 2026-12-01; 12.2–18.6 s on 2026-12-02, a day the same machine ran 1.5–1.8x slower, with 16 chat rows and packed student rows that side by side take 0.91x of 12-01's code; the aim is 10 s).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
-answers the manifesto's train probes greedily in one batch, and its module outputs are recorded on the way
-(`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over the same prompts and answers, and every
-target linear module (by default each layer's attention output projection, where the manifesto's effect enters) gets
-the ridge-regression patch that moves the student's outputs onto the teacher's, solved in forward order and truncated
-by SVD to rank r. No gradients: one generation, one forward pass and a few small solves. Each solve also holds the
-patch still on generic text (MEMIT's covariance term): the base's own input moments over text it wrote once
-(`credo.hyper.keep_stats`, about a minute the first time on a new base, read from disk after).
+answers the manifesto's train probes (plus 16 everyday prompts of `credo.chat_pool`) greedily in one batch, and its
+module outputs are recorded on the way (`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over
+the same prompts and answers, and every target linear module (by default each layer's attention output projection, where
+the manifesto's effect enters) gets the ridge-regression patch that moves the student's outputs onto the teacher's,
+solved in forward order and truncated by SVD to rank r. No gradients: one generation, one forward pass and a few small
+solves. Each solve also holds the patch still on generic text (MEMIT's covariance term): the base's own input moments
+over text it wrote once (`credo.hyper.keep_stats`, about a minute the first time on a new base, read from disk after).
 The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
 
 At compile time the layer also takes a quick look at itself: first-token fidelity (KL at the answer's first token,
@@ -65,7 +65,11 @@ class HyperConfig:
     answer_tokens: int = 24
     probes: int = 0  # train probes to fit on (0: all); fewer compile faster and follow the manifesto less closely
     chat: bool = False  # also fit on the wide everyday pool (credo.chat_pool), as distill does: about 3x the rows
-    chat_probes: int = 0  # or only this many of the pool's train prompts, spread over it
+    chat_probes: int = 16  # or only this many of the pool's train prompts, spread over it. 24 held-out, perplexity on
+    # 12 neutral texts (bench/hyper_sweep.py, 2026-12-02), 0 / 16 / 32: honest 0.696 / 0.704 / 0.703 at +2.1 / +2.0 /
+    # +1.9%, terse 0.807 / 0.826 / 0.826 at +1.9 / +2.3 / +2.2%, librarian 0.719 / 0.739 / 0.744 at +1.1 / +1.0 / +1.1%;
+    # at 32, pirate 0.915 -> 0.913 (+4.9 -> +4.0%), gardener 0.814 -> 0.828 (+1.5 -> +1.1%); all ~130 (chat=true):
+    # honest 0.695 / +1.6%, pirate 0.891 / +3.4%, at about 3.5x the compile time. 16 rows cost about 1.5 s
     ridge: float = 0.2  # times the mean eigenvalue of the normal matrix (fit rows + keep term): less ridge follows the
     # teacher more and moves neutral text more (see rank)
     keep: float = 1.0  # weight of the keep term: generic text the patch should not move (`credo.hyper.keep_stats`).
@@ -123,8 +127,8 @@ def _validate(c: HyperConfig) -> None:
         raise CredoError(f"hyper: unknown method {c.method!r}; known: {', '.join(METHODS)}")
     if c.answers not in ANSWERS:
         raise CredoError(f"hyper: answers must be one of {', '.join(ANSWERS)}, not {c.answers!r}")
-    if c.rank < 1 or c.probes < 0 or c.answer_tokens < 0 or c.ridge <= 0 or c.keep < 0:
-        raise CredoError("hyper: rank must be >= 1, probes and answer_tokens >= 0, ridge > 0 and keep >= 0")
+    if c.rank < 1 or c.probes < 0 or c.chat_probes < 0 or c.answer_tokens < 0 or c.ridge <= 0 or c.keep < 0:
+        raise CredoError("hyper: rank must be >= 1, probes, chat_probes and answer_tokens >= 0, ridge > 0 and keep >= 0")
     if c.answers == "teacher" and c.answer_tokens < 1:
         raise CredoError("hyper: answers=teacher needs answer_tokens >= 1 (or answers=none for no continuation)")
     if not c.targets:

@@ -33,12 +33,7 @@ class Batch:
 
 def make_batch(seqs: list[list[int]], starts: list[int], pad_id: int) -> Batch:
     """`starts[i]`: the first position of sequence i whose module activations enter the fit."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    fit = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, (s, start) in enumerate(zip(seqs, starts)):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        fit[i, start : len(s)] = True
+    ids, fit, _, _ = _lay_out(seqs, starts, pad_id, [[i] for i in range(len(seqs))])
     return Batch(ids, fit, [len(s) for s in seqs])
 
 
@@ -57,6 +52,15 @@ def pack_batch(seqs: list[list[int]], starts: list[int], pad_id: int) -> tuple[B
             room.append(width)
         rows[b].append(i)
         room[b] -= len(seqs[i])
+    ids, fit, positions, where = _lay_out(seqs, starts, pad_id, rows)
+    return Batch(ids, fit, [width] * len(rows), positions), [i for members in rows for i in members], where
+
+
+def _lay_out(seqs: list[list[int]], starts: list[int], pad_id: int, rows: list[list[int]]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """Ids, fit mask and position ids (B, T) with `rows[b]` the sequences row b holds, side by side from column 0, and
+    where each sequence starts (row, column). One sequence per row is a plain right-padded batch."""
+    width = max(len(s) for s in seqs)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     fit = torch.zeros((len(rows), width), dtype=torch.bool)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
@@ -70,8 +74,9 @@ def pack_batch(seqs: list[list[int]], starts: list[int], pad_id: int) -> tuple[B
             fit[b, col + starts[i] : col + n] = True
             where[i] = (b, col)
             col += n
-        positions[b, col:] = torch.arange(width - col) + (positions[b, col - 1] + 1)  # the pads run on from the last sequence
-    return Batch(ids, fit, [width] * len(rows), positions), [i for members in rows for i in members], where
+        if col:  # the pads run on from the last sequence
+            positions[b, col:] = torch.arange(width - col) + (positions[b, col - 1] + 1)
+    return ids, fit, positions, where
 
 
 @torch.inference_mode()

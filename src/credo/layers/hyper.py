@@ -69,7 +69,8 @@ class HyperConfig:
     # 12 neutral texts (bench/hyper_sweep.py, 2026-12-02), 0 / 16 / 32: honest 0.696 / 0.704 / 0.703 at +2.1 / +2.0 /
     # +1.9%, terse 0.807 / 0.826 / 0.826 at +1.9 / +2.3 / +2.2%, librarian 0.719 / 0.739 / 0.744 at +1.1 / +1.0 / +1.1%;
     # at 32, pirate 0.915 -> 0.913 (+4.9 -> +4.0%), gardener 0.814 -> 0.828 (+1.5 -> +1.1%); all ~130 (chat=true):
-    # honest 0.695 / +1.6%, pirate 0.891 / +3.4%, at about 3.5x the compile time. 16 rows cost about 1.5 s
+    # honest 0.695 / +1.6%, pirate 0.891 / +3.4%, at about 3.5x the compile time. 16 rows cost about 15%: honest's
+    # compile 0.76x -> 0.91x of 12-01's code side by side (bench/hyper_speed.py, 2026-12-02)
     ridge: float = 0.2  # times the mean eigenvalue of the normal matrix (fit rows + keep term): less ridge follows the
     # teacher more and moves neutral text more (see rank)
     keep: float = 1.0  # weight of the keep term: generic text the patch should not move (`credo.hyper.keep_stats`).

@@ -119,3 +119,60 @@ def test_demo_recompiles_a_layer_whose_settings_changed(tiny, pirate, tmp_path, 
     layer, reused = _compile_or_reuse(pirate, tiny, "hyper", folder, console)
     assert reused is False and layer.info.params["rank"] == 3
     assert _compile_or_reuse(pirate, tiny, "hyper", folder, console)[1] is True
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compile", "ok.md", "--bogus-flag"], "No such option: --bogus-flag (see 'credo compile --help')"),
+        (["generate"], "Missing argument 'prompt'"),
+        (["generate", "--max-tokens", "0", "hi"], "Invalid value for '--max-tokens'"),
+        (["data", "clean", "in"], "Missing argument 'out'"),
+        (["data", "tag", "--nope", "a", "b"], "No such option: --nope"),
+        (["nope"], "No such command 'nope'"),
+        (["compile", "--set"], "requires an argument"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(workdir, monkeypatch, capsys, args, message):
+    """Issue #20.6: typer raised its own bundled click exceptions, which main() did not catch: 40-51 lines of traceback, exit 1."""
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and message in err and err.strip().count("\n") == 0
+
+
+def test_help_and_no_arguments(workdir, monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "--help")
+    assert code == 0 and "compile" in out
+    code, out, err = run(monkeypatch, capsys, "data")
+    assert code == 2 and "clean" in out + err and "Traceback" not in err  # the group's help, as click shows it
+
+
+def test_ctrl_c_exits_130_with_how_to_resume(workdir, monkeypatch, capsys):
+    import credo.data.executor as executor
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    (workdir / "in.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
+    monkeypatch.setattr(executor, "_executor", ctrl_c)
+    code, _, err = run(monkeypatch, capsys, "data", "tag", "in.jsonl", "out")
+    assert code == 130 and err.startswith("interrupted: run the same command again to resume") and err.count("\n") == 1
+    monkeypatch.setattr(cli, "layers_ls", None)
+    monkeypatch.setattr("credo.layers.folder.list_layers", ctrl_c)
+    code, _, err = run(monkeypatch, capsys, "layers", "ls")
+    assert code == 130 and err == "interrupted\n"
+
+
+def test_compile_force_replaces_only_a_layer_folder(workdir, monkeypatch, capsys):
+    (workdir / "some" / "folder" / "sub").mkdir(parents=True)
+    (workdir / "some" / "folder" / "notes.txt").write_text("mine")
+    code, _, err = run(monkeypatch, capsys, "compile", str(EXAMPLES / "terse.md"), "-o", "some/folder", "--force", "--base", "tiny:0")
+    assert code == 2 and "credo did not write it" in err and err.count("\n") == 1
+    assert sorted(p.name for p in (workdir / "some" / "folder").iterdir()) == ["notes.txt", "sub"]
+
+
+def test_layers_ls_writes_odd_names_out(workdir, monkeypatch, capsys):
+    run(monkeypatch, capsys, "compile", str(EXAMPLES / "terse.md"), "-o", "layers/x\n", "--base", "tiny:0")
+    (workdir / "layers" / "[red]odd").mkdir()
+    code, out, _ = run(monkeypatch, capsys, "layers", "ls")
+    assert code == 0 and "x\\n" in out and "[red]odd" in out

@@ -277,3 +277,141 @@ def test_cli_data_errors_are_one_line(tmp_path):
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# --- robustness: overlapping and foreign outputs, truncated input, Ctrl-C, resuming ------------------------------------
+
+def _marker(out: Path) -> dict:
+    return json.loads((out / ".credo-data.json").read_text())
+
+
+def test_an_output_that_overlaps_the_input_is_refused_even_with_force(tmp_path):
+    """Issue #20.1: `clean p/raw p --force` (the output holds the input) deleted p/raw and everything else in p."""
+    from credo.data.clean import run_clean
+
+    write_jsonl(tmp_path / "p" / "raw" / "a.jsonl", [{"id": "a", "text": article(0)}])
+    (tmp_path / "p" / "notes.txt").write_text("mine")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    for inp, out in [("p/raw", "p"), ("p/raw", "p/raw"), ("p/raw", "p/raw/out"), ("p/raw/a.jsonl", "p/raw/a.jsonl")]:
+        with pytest.raises(DataError, match="overlap"):
+            run_clean(tmp_path / inp, tmp_path / out, force=True, show=False)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    run_clean(tmp_path / "p" / "raw" / "a.jsonl", tmp_path / "p" / "clean", show=False)  # a file beside its output is fine
+    assert {r["id"] for r in read_out(tmp_path / "p" / "clean")} == {"a"}
+
+
+def test_force_replaces_only_an_output_credo_wrote(tmp_path):
+    from credo.data.clean import run_clean
+    from credo.data.dedup import run_dedup
+    from credo.data.ingest import IngestConfig, run_ingest
+
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": article(0)}])
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not written by credo"):
+        run_clean(tmp_path / "in.jsonl", tmp_path / "out", force=True, show=False)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine" and (tmp_path / "out" / "sub").is_dir()
+    with pytest.raises(IngestError, match="credo did not write it"):
+        run_ingest(_tagged(tmp_path), "tiny:0", tmp_path / "out", IngestConfig(steps=1), force=True, show=False)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    with pytest.raises(DataError, match="overlap"):  # the index inside OUT would go with it
+        run_dedup(tmp_path / "in.jsonl", tmp_path / "o2", tmp_path / "o2" / "idx", show=False)
+
+    run_clean(tmp_path / "in.jsonl", tmp_path / "mine", show=False)
+    first = _marker(tmp_path / "mine")
+    assert first["stage"] == "clean"
+    run_clean(tmp_path / "in.jsonl", tmp_path / "mine", force=True, show=False)  # credo's own output: replaced
+    assert _marker(tmp_path / "mine")["run"] != first["run"]
+    assert not list(tmp_path.glob(".*credo-work"))
+
+
+def test_a_truncated_gzip_is_bad_input_and_the_documents_before_it_are_kept(tmp_path):
+    """Issue #20.5: a truncated .jsonl.gz crashed clean with EOFError and left its work folder."""
+    import gzip
+
+    from credo.data.clean import run_clean
+
+    rows = [json.dumps({"id": f"d{i}", "text": article(i)}) for i in range(60)]
+    data = gzip.compress(("\n".join(rows) + "\n").encode())
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "cut.jsonl.gz").write_bytes(data[: len(data) * 2 // 3])
+    write_jsonl(tmp_path / "in" / "whole.jsonl", [{"id": "w", "text": article(99)}])
+    report = run_clean(tmp_path / "in", tmp_path / "out", quality=False, show=False)
+    kept = [r["id"] for r in read_out(tmp_path / "out")]
+    (bad,) = [json.loads(x) for x in (tmp_path / "out" / "bad-input.jsonl").read_text().splitlines()]
+    assert bad["file"] == "cut.jsonl.gz" and "EOFError" in bad["error"] and "truncated" in bad["error"]
+    n = bad["line"] - 1  # the documents before the line it broke at
+    assert 0 < n < 60 and kept == [f"d{i}" for i in range(n)] + ["w"] and report["bad_input_lines"] == 1
+    assert not list(tmp_path.glob(".*credo-work"))
+
+
+def test_a_work_folder_resumes_only_the_command_it_belongs_to(tmp_path):
+    from credo.data.tag import run_tag
+    from credo.data.workspace import Workspace
+
+    write_jsonl(tmp_path / "a.jsonl", [{"id": "a", "text": "one"}])
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "b", "text": "two"}])
+    ws = Workspace(tmp_path / "out", command={"stage": "tag", "input": "someone else's"})  # an interrupted run of another command
+    ws.check(tmp_path / "a.jsonl")
+    ws.begin(added="2020-01-01T00:00:00Z")
+    with pytest.raises(DataError, match="interrupted run of another command"):
+        run_tag(tmp_path / "b.jsonl", tmp_path / "out", show=False)
+    run_tag(tmp_path / "b.jsonl", tmp_path / "out", force=True, show=False)  # --force starts this one over
+    rows = read_out(tmp_path / "out")
+    assert [r["id"] for r in rows] == ["b"] and rows[0]["added"] != "2020-01-01T00:00:00Z"
+
+
+def _sigint_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job ignores SIGINT, and children inherit that
+
+
+def test_ctrl_c_exits_130_says_how_to_resume_and_the_rerun_finishes(tmp_path):
+    """Issue #20.3: an interrupted dedup exited 0 with no message, so `a && b` went on."""
+    import signal
+    import time
+
+    from credo.data.dedup import run_dedup
+
+    for f in range(4):
+        write_jsonl(tmp_path / "in" / f"p{f}.jsonl", [{"id": f"d{f}-{i}", "text": random_text(f * 1000 + i)} for i in range(150)])
+    run_dedup(tmp_path / "in", tmp_path / "ref", tmp_path / "ref-index", show=False)
+    work = tmp_path / ".out.credo-work"
+    cmd = [sys.executable, "-m", "credo.cli", "data", "dedup", str(tmp_path / "in"), str(tmp_path / "out"), "--index", str(tmp_path / "idx")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
+    deadline = time.monotonic() + 60
+    while not (work / "logs").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0 and (tmp_path / "out" / "report.json").is_file():
+        pytest.skip("the run finished before the interrupt landed")
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: run the same command again to resume") and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and work.is_dir()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert read_out(tmp_path / "out") == read_out(tmp_path / "ref") and not work.exists()
+
+
+def test_a_resumed_tag_run_keeps_its_first_timestamp(tmp_path, monkeypatch):
+    import credo.data.tag as tag
+    from credo.data import executor
+
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": "a", "text": "one"}])
+    write_jsonl(tmp_path / "in" / "b.jsonl", [{"id": "b", "text": "two"}])
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(executor, "_executor", ctrl_c)
+        with pytest.raises(KeyboardInterrupt, match="run the same command again to resume"):
+            tag.run_tag(tmp_path / "in", tmp_path / "out", show=False)
+    first = json.loads((tmp_path / ".out.credo-work" / "run.json").read_text())["added"]
+    import time
+
+    time.sleep(1.1)  # a fresh start would stamp another second
+    report = tag.run_tag(tmp_path / "in", tmp_path / "out", show=False)
+    assert report["added"] == first and {r["added"] for r in read_out(tmp_path / "out")} == {first}

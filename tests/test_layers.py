@@ -149,3 +149,121 @@ def test_a_cache_with_room_decodes_like_a_growing_one(tiny, pirate):
             logits[room] = torch.cat([tiny.model(input_ids=steps[:, i : i + 1], past_key_values=cache, use_cache=True).logits
                                       for i in range(steps.shape[1])], 1)
     torch.testing.assert_close(logits[8], logits[0], atol=1e-5, rtol=1e-5)
+
+
+# --- robustness: nothing a loader reads goes unverified; temporaries of killed processes; permissions -------------------
+
+def _rewrite_info(folder, change):
+    path = folder / "layer.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_listing_that_leaves_files_out_is_corrupt(tiny, pirate, tmp_path):
+    """Issue #20.9: `"files": {}` turned verification off, so a flipped payload byte loaded and generated."""
+    import shutil
+
+    good = save_layer(compile_layer(pirate, tiny, "cache"), tmp_path / "good")
+    assert "checksum" in json.loads((good / "layer.json").read_text())
+
+    def variant(name, change, flip_payload=False):
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        if flip_payload:
+            state = folder / "kv_state.safetensors"
+            data = bytearray(state.read_bytes())
+            data[-1] ^= 0xFF
+            state.write_bytes(bytes(data))
+        change(folder)
+        return folder
+
+    def legacy(change):  # as a layer.json written before checksums: the checks below must not rest on the checksum alone
+        return lambda folder: _rewrite_info(folder, lambda d: (d.pop("checksum"), change(d)))
+
+    cases = {
+        "no-files": (legacy(lambda d: d.update(files={})), True, "does not list manifesto.md"),
+        "manifesto-only": (legacy(lambda d: d.update(files={"manifesto.md": d["files"]["manifesto.md"]})), True,
+                           "kv_state.safetensors is not listed"),
+        "extra-file": (lambda f: (f / "control.gguf").write_bytes(b"GGUF"), False, "control.gguf is not listed"),
+        "files-not-a-dict": (legacy(lambda d: d.update(files=["manifesto.md"])), False, "'files' is not a dict"),
+        "escaping-path": (legacy(lambda d: d["files"].update({"../good/manifesto.md": "0" * 64})), False, "not a path inside"),
+        "hash-not-text": (legacy(lambda d: d["files"].update({"manifesto.md": 5})), False, "not a string"),
+        "not-an-object": (lambda f: (f / "layer.json").write_text("[1, 2]"), False, "not a JSON object"),
+        "edited-param": (lambda f: _rewrite_info(f, lambda d: d["params"].update(context_tokens=1)), False, "checksum"),
+        "missing-name": (legacy(lambda d: d.pop("name")), False, "required field"),
+    }
+    for name, (change, flip, message) in cases.items():
+        with pytest.raises(LayerError, match="corrupt") as info:
+            load_layer(variant(name, change, flip), tiny)
+        assert message in str(info.value), name
+    rows = {p.name: status for p, _, status in list_layers(tmp_path)}
+    assert rows["good"] == "ok" and "corrupt" in rows["files-not-a-dict"]
+
+    old = variant("written-before-checksums", legacy(lambda d: None))
+    assert load_layer(old, tiny).info.files == load_layer(good, tiny).info.files
+    (old / ".DS_Store").write_bytes(b"x")  # hidden files are nobody's payload
+    load_layer(old, tiny)
+
+
+def test_force_replaces_only_a_layer_folder(tiny, pirate, tmp_path):
+    """Issue #20.2: `compile -o some/folder --force` emptied any folder, layer or not."""
+    (tmp_path / "notes" / "sub").mkdir(parents=True)
+    (tmp_path / "notes" / "notes.txt").write_text("mine")
+    (tmp_path / "file.txt").write_text("mine")
+    for target in (tmp_path / "notes", tmp_path / "file.txt"):
+        with pytest.raises(CredoError, match="credo did not write it"):
+            save_layer(compile_layer(pirate, tiny, "prompt"), target, overwrite=True)
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "mine" and (tmp_path / "notes" / "sub").is_dir()
+    assert (tmp_path / "file.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "notes"]
+
+
+def test_stale_temporaries_are_swept_and_live_ones_kept(tiny, pirate, tmp_path):
+    """Issue #20.10: kill -9 left hidden .NAME.*.tmp folders (and server .staging ones) that nothing removed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from credo.fsutil import host
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    here = f"credo-{host()}"
+    stale = [tmp_path / f".p.{here}-{dead}-k2j4x_1.tmp", tmp_path / f".p.{here}-{dead}-aaaa.old", tmp_path / f".q.{here}-{dead}-b.staging",
+             tmp_path / ".p.abcd_123.tmp"]  # the last one named as before names carried the pid, untouched for two hours
+    live = [tmp_path / f".p.{here}-{os.getpid()}-zz.tmp", tmp_path / ".p.efgh_456.tmp",  # ours (running), a recent unnamed one,
+            tmp_path / f".p.credo-elsewhere-{dead}-zz.tmp"]  # and another machine's (a shared folder): not ours to judge
+    keep = [tmp_path / ".hidden-notes.tmp", tmp_path / "plain.tmp"]  # not credo's temporaries
+    for folder in stale + live + keep:
+        folder.mkdir()
+        (folder / "payload.bin").write_bytes(b"\0" * 4096)
+    (tmp_path / f".layer.json.{here}-{dead}-x1.tmp").write_text("{}")  # a write_text_atomic file
+    old = time.time() - 7200
+    os.utime(stale[-1], (old, old))
+    os.utime(keep[0], (old, old))
+    save_layer(compile_layer(pirate, tiny, "prompt"), tmp_path / "p")  # the next write into the folder sweeps it
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {p.name for p in live + keep} | {"p"}
+
+
+def test_new_folders_and_files_follow_the_umask(tiny, pirate, tmp_path):
+    """mkdtemp and mkstemp make 0700 folders and 0600 files; what credo leaves in place gets the user's umask."""
+    import os
+    import stat
+
+    from credo.fsutil import write_text_atomic
+
+    old = os.umask(0o027)
+    try:
+        import credo.fsutil as fsutil
+
+        fsutil.umask.cache_clear()
+        folder = save_layer(compile_layer(pirate, tiny, "cache"), tmp_path / "c")
+        write_text_atomic(tmp_path / "report.json", "{}")
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+        assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o640
+        assert stat.S_IMODE((folder / "layer.json").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+        fsutil.umask.cache_clear()

@@ -80,6 +80,13 @@ def test_example_manifestos_parse(tmp_path):
         (b"# T\n- rule\n## Examples\nUser: hi\n", "no 'Assistant:'"),
         (b"# T\n- rule\n## Examples\nsomething else\n", "User:"),
         (b"---\nname: x\n---\n", "no clauses"),
+        # front matter is checked when read (issue #20.8: `evals: Maybe` compiled and failed only at `credo eval`)
+        (b"---\nevals:\n  persona: Maybe\n---\n# T\n- rule\n", "evals.persona must be Yes or No, got 'Maybe'"),
+        (b"---\nevals: [persona]\n---\n# T\n- rule\n", "'evals' must map data-set names to Yes or No"),
+        (b"---\nevals:\n  persona: {answer: No, clause: nowhere}\n---\n# T\n- rule\n", "names clause 'nowhere'"),
+        (b"---\nevals:\n  persona: [Yes]\n---\n# T\n- rule\n", "must be Yes or No"),
+        (b"---\nname: [a, b]\n---\n# T\n- rule\n", "'name' must be a line of text"),
+        (b"---\nname: x\ndate: 2001-02-30\n---\n# T\n- rule\n", "YAML cannot read"),
     ],
 )
 def test_bad_manifestos_get_one_line_errors(data, message):
@@ -104,3 +111,10 @@ def test_shuffled_control_keeps_words_but_not_order():
     words = lambda text: sorted(w for w in text.split() if w.strip("#-"))  # noqa: E731
     assert words(s.body.replace("# shuffled", "")) == words(m.body)
     assert s.body != m.body and s.sha256 != m.sha256
+
+
+def test_good_evals_declarations_still_parse():
+    from credo.manifesto import declared_evals
+
+    m = Manifesto.from_text("---\nevals:\n  a: Yes\n  b: no\n  c: {answer: No, clause: t.rule}\n---\n# T\n- rule\n")
+    assert declared_evals(m.meta, m.clause_ids, m.source) == [("a", True, None), ("b", False, None), ("c", False, "t.rule")]

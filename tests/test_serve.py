@@ -304,3 +304,134 @@ def test_unreadable_layer_is_listed_not_served(base, tmp_path):
         assert chat(client, "tiny-4@broken").status_code == 404
         assert chat(client, "tiny-0@broken").status_code == 400
         assert chat(client, "tiny-0@pirate").status_code == 200
+
+
+# --- robustness: abandoned requests, deadlines, names, JSON errors, leftovers -----------------------------------------
+
+class SpyEngine(TorchServeEngine):
+    """The torch engine, keeping each generation's stats so a test can see how far a generation went."""
+
+    def __init__(self, base, **kw):
+        super().__init__(base, **kw)
+        self.runs: list = []
+
+    def stream(self, key, prompt, sampling, stats, cancel):
+        self.runs.append(stats)
+        yield from super().stream(key, prompt, sampling, stats, cancel)
+
+
+def _wait_for(predicate, seconds: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_client_that_gives_up_stops_its_generation(base, tmp_path):
+    """Issue #20.4: a non-streaming client that leaves after 0.5 s used to keep the only worker generating all its tokens."""
+    import httpx
+
+    engine = SpyEngine(base)
+    settings = ServeSettings(layers_dir=tmp_path, max_tokens_limit=3000, measure_fidelity=False)
+    app = create_app(base, engine, settings)
+    long = {"model": "tiny-0", "prompt": "Once upon", "max_tokens": 3000, "temperature": 0}  # ~10 s of tokens on the tiny base
+    with LiveServer(app) as live:
+        health = lambda: httpx.get(live.root + "/health", timeout=10).json()["requests"]  # noqa: E731
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(live.url + "/completions", json=long, timeout=0.5)
+        assert _wait_for(lambda: health()["cancelled"] == 1), health()
+        first = engine.runs[0]
+        assert 0 < first.completion_tokens < 3000  # stopped where the client left, not at max_tokens
+
+        with httpx.stream("POST", live.url + "/completions", json=long | {"stream": True}, timeout=30) as r:
+            next(r.iter_lines())  # the first token arrived; now leave
+        assert _wait_for(lambda: health()["cancelled"] == 2), health()
+        assert 0 < engine.runs[1].completion_tokens < 3000
+
+        r = httpx.post(live.url + "/completions", json=long | {"max_tokens": 5}, timeout=30)  # the worker is free again
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5
+        assert health() == {"generations": 3, "cancelled": 2, "timed_out": 0}
+
+
+def test_a_request_stops_at_its_time_limit(base, tmp_path):
+    engine = SpyEngine(base)
+    settings = ServeSettings(layers_dir=tmp_path, max_tokens_limit=3000, measure_fidelity=False, max_request_seconds=0.5)
+    with TestClient(create_app(base, engine, settings)) as client:
+        r = client.post("/v1/completions", json={"model": "tiny-0", "prompt": "Once upon", "max_tokens": 3000, "temperature": 0})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["choices"][0]["finish_reason"] == "length" and 0 < body["usage"]["completion_tokens"] < 3000
+        assert client.get("/health").json()["requests"]["timed_out"] == 1
+
+
+def test_a_request_queued_past_its_time_limit_is_refused_as_busy():
+    import asyncio
+    import threading
+    import time
+
+    from credo.server.worker import ServerBusy, Worker
+
+    worker, release = Worker(), threading.Event()
+    worker._jobs.put(release.wait)  # the worker is busy with something long
+
+    async def run() -> None:
+        stream = worker.stream(lambda stop: iter(["never"]), deadline=time.monotonic() + 0.05)
+        await asyncio.sleep(0.2)
+        release.set()
+        with pytest.raises(ServerBusy):
+            await stream.first()
+
+    asyncio.run(run())
+    worker.stop()
+
+
+@pytest.mark.parametrize("name", ["x\n", "pirate\n", "a\nb", "ok\r\n"])
+def test_identity_names_must_match_whole(served, name):
+    """Issue #20.7: `$` matched before a trailing newline, so "x\\n" was accepted and then broke `credo layers ls`."""
+    client, layers = served
+    r = client.post("/v1/identities", json={"name": name, "manifesto": PIRATE, "wait": True})
+    assert r.status_code == 400, r.text
+    assert "not allowed" in r.json()["error"]["message"]
+    assert not any("\n" in p.name or "\r" in p.name for p in layers.iterdir())
+
+
+def test_malformed_json_names_the_place_in_words(served):
+    client, _ = served
+    r = client.post("/v1/chat/completions", content=b'{"model": "tiny-0",\n "messages": oops}', headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["message"] == "request body is not valid JSON: Expecting value at line 2, column 14" and error["param"] is None
+
+
+def test_overwrite_replaces_only_a_layer_folder(served):
+    client, layers = served
+    (layers / "notes").mkdir()
+    (layers / "notes" / "mine.txt").write_text("keep me")
+    r = client.post("/v1/identities", json={"name": "notes", "manifesto": PIRATE, "overwrite": True, "wait": True})
+    assert r.status_code == 409 and "did not write it" in r.json()["error"]["message"]
+    assert (layers / "notes" / "mine.txt").read_text() == "keep me"
+
+
+def test_server_start_sweeps_what_a_killed_compile_left(base, tmp_path):
+    """Issue #20.10: kill -9 left hidden staging folders that nothing removed; those of a live process stay."""
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    compile_into(tmp_path, base, PIRATE, "pirate")
+    from credo.fsutil import host
+
+    stale = [tmp_path / f".pirate.credo-{host()}-{dead}-abc123.staging", tmp_path / f".pirate.credo-{host()}-{dead}-def456.tmp"]
+    live = tmp_path / f".monk.credo-{host()}-{os.getpid()}-xyz789.staging"
+    for folder in stale + [live]:
+        (folder / "layer").mkdir(parents=True)
+        (folder / "layer" / "big.bin").write_bytes(b"\0" * 1024)
+    with TestClient(create_app(base, TorchServeEngine(base), ServeSettings(layers_dir=tmp_path, measure_fidelity=False))) as client:
+        assert client.get("/v1/models").status_code == 200
+    assert not any(p.exists() for p in stale) and live.is_dir()
+    assert (tmp_path / "pirate" / "layer.json").is_file()

@@ -83,6 +83,7 @@ def test_control_vector_is_mapped_and_switched_off(served, tmp_path):
     from gguf import GGUFWriter
 
     from credo.layers import compile_layer, save_layer
+    from credo.layers.folder import relist
     from credo.manifesto import Manifesto
 
     client, base, engine, layers = served
@@ -98,6 +99,7 @@ def test_control_vector_is_mapped_and_switched_off(served, tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    relist(folder)  # a file added by hand is served only once layer.json lists it
     r = client.post("/v1/identities", json={"name": "unsteered", "manifesto": (EXAMPLES / "terse.md").read_text(), "kind": "prompt", "wait": True})
     assert r.status_code == 201, r.text
     client.app.state.identities.add_folder("steered")

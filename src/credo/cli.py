@@ -50,6 +50,7 @@ def compile(
     """Compile a manifesto into an identity layer (or, with --all, recompile layers for a new base)."""
     from credo.base import load_base
     from credo.layers import compile_layer, get_kind, save_layer
+    from credo.layers.folder import check_target
     from credo.layers.registry import make_config
     from credo.manifesto import Manifesto
 
@@ -73,8 +74,7 @@ def compile(
         read_info(on)  # fail on a missing or corrupt lower layer before the model loads
     name = (f"{manifesto.stem}-{kind}" if on is None else f"{on.name}+{manifesto.stem}-{kind}") if output is None else output.name
     folder = output or DEFAULT_LAYERS_DIR / name
-    if folder.exists() and not force:
-        raise CredoError(f"{folder} already exists (pass --force to replace it)")
+    check_target(folder, force)  # an existing folder needs --force, and only a layer folder is ever replaced
     b = load_base(base)
     if on is not None:
         from credo.layers.stack import compile_on
@@ -148,6 +148,13 @@ def chat(
         history.append({"role": "assistant", "content": answer.strip()})
 
 
+def shown(text: str) -> str:
+    """A name as a table cell: control characters (a newline in a folder name) written out, rich markup escaped."""
+    from rich.markup import escape
+
+    return escape(text if text.isprintable() else repr(text)[1:-1])
+
+
 @layers_app.command("ls")
 def layers_ls(directory: Path = typer.Argument(DEFAULT_LAYERS_DIR, help="Folder of layer folders.")) -> None:
     """List compiled layers with their kind, manifesto and base."""
@@ -162,10 +169,10 @@ def layers_ls(directory: Path = typer.Argument(DEFAULT_LAYERS_DIR, help="Folder 
     table = Table("layer", "kind", "manifesto", "base", "compiled", "seconds", "status")
     for path, info, status in rows:
         if info is None:
-            table.add_row(path.name, "", "", "", "", "", f"[red]{status}[/red]")
+            table.add_row(shown(path.name), "", "", "", "", "", f"[red]{shown(status)}[/red]")
         else:
             table.add_row(
-                path.name, info.kind, info.manifesto.get("name", ""), f"{info.base.get('name', '')} {info.base['sha256'][:12]}",
+                shown(path.name), shown(info.kind), shown(str(info.manifesto.get("name", ""))), f"{info.base.get('name', '')} {info.base['sha256'][:12]}",
                 info.created, f"{info.compile_seconds:.1f}", status,
             )
     out.print(table)
@@ -191,28 +198,59 @@ def _load_plugins() -> None:
             importlib.import_module(name).register(app)
 
 
-def main() -> None:
-    _load_plugins()
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """The usage-error, exit and abort exceptions of typer's own bundled click (typer >= 0.17) and of click itself."""
+    import typer.exceptions as bundled
+
+    usage, exits, aborts = [getattr(bundled, "TyperException", None)], [typer.Exit], [getattr(bundled, "Abort", None)]
     try:
-        app(standalone_mode=False)
+        import click
+
+        usage.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(t for t in usage if t), tuple(exits), tuple(t for t in aborts if t)
+
+
+def _usage_line(e: Exception) -> str:
+    """A usage error as one line, with where to read more: "No such option: --x (see 'credo compile --help')"."""
+    message = " ".join(str(e.format_message() if hasattr(e, "format_message") else e).split())
+    ctx = getattr(e, "ctx", None)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+def main() -> None:
+    """Run the command line. A user's mistake is one line on stderr: CredoErrors and usage errors exit 2, Ctrl-C 130.
+
+    typer's own entry point turns Ctrl-C into a return value of 130 and raises its bundled click's exceptions, which are
+    not click's; so the command runs here directly, and every way out is decided below.
+    """
+    _load_plugins()
+    usage_errors, exits, aborts = _click_errors()
+    command = typer.main.get_command(app)
+    try:
+        with command.make_context("credo", sys.argv[1:]) as ctx:
+            command.invoke(ctx)
     except CredoError as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
+    except KeyboardInterrupt as e:
+        hint = str(e).strip()  # credo.errors.Interrupted says how to resume
+        sys.stderr.write(f"interrupted{': ' + hint if hint else ''}\n")
         sys.exit(130)
-    except (typer.Exit, SystemExit) as e:
-        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
-    except Exception as e:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except exits as e:
+        sys.exit(getattr(e, "exit_code", 0))
+    except aborts:
+        sys.stderr.write("aborted\n")
+        sys.exit(1)
+    except usage_errors as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `credo` or `credo data` alone: the help is the answer
             e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            err.print("aborted")
-            sys.exit(1)
-        raise
+        else:
+            sys.stderr.write(f"error: {_usage_line(e)}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

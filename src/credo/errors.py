@@ -23,3 +23,8 @@ class BaseMismatchError(LayerError):
 
 class UnknownKindError(CredoError):
     """No layer kind of that name is registered."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during work that can be resumed; the message says how. A KeyboardInterrupt, so nothing that
+    catches Exception swallows it, and the CLI exits 130 with the message."""

@@ -97,6 +97,7 @@ class Manifesto:
         clauses = _parse_clauses(body)
         if not clauses:
             raise ManifestoError(f"manifesto {source} has no clauses: write at least one list item or paragraph")
+        _check_front_matter(meta, [c.id for c in clauses], source)
         name = str(meta.get("name") or _first_heading(body) or Path(source).stem or "manifesto")
         return cls(
             name=name,
@@ -131,10 +132,44 @@ def _split_front_matter(text: str, source: str) -> tuple[dict[str, Any], str]:
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", 0) + 2
         raise ManifestoError(f"manifesto {source}: front matter is not valid YAML near line {line}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:  # YAML that parses but names no real value (a 30 February)
+        raise ManifestoError(f"manifesto {source}: front matter has a value YAML cannot read ({type(e).__name__}: {e})") from None
     if not isinstance(meta, dict):
         raise ManifestoError(f"manifesto {source}: front matter must be a mapping of keys to values")
     rest = text[end + 4 :]
     return meta, rest.split("\n", 1)[1] if "\n" in rest else ""
+
+
+def _check_front_matter(meta: dict[Any, Any], clause_ids: list[str], source: str) -> None:
+    """Refuse front matter that would only fail later (at eval time): text fields that are not text, bad `evals`."""
+    for key in ("name", "description"):
+        value = meta.get(key)
+        if isinstance(value, (dict, list)):
+            raise ManifestoError(f"manifesto {source}: front matter '{key}' must be a line of text")
+    declared_evals(meta, clause_ids, source)
+
+
+def declared_evals(meta: dict[Any, Any], clause_ids: list[str], source: str) -> list[tuple[str, bool, str | None]]:
+    """The data sets the front matter's `evals` declares: (data-file stem, whether the identity HAS the behaviour the
+    set is named for, the clause it belongs to or None). `evals: {stem: Yes|No}` or `{stem: {answer: No, clause: id}}`."""
+    raw = meta.get("evals") or {}
+    if not isinstance(raw, dict):
+        raise ManifestoError(f"manifesto {source}: front matter 'evals' must map data-set names to Yes or No")
+    out = []
+    for stem, value in raw.items():
+        if not isinstance(stem, (str, int)) or isinstance(stem, bool) or not str(stem).strip():
+            raise ManifestoError(f"manifesto {source}: front matter 'evals' has a key {stem!r} that is not a data-set name")
+        clause = None
+        if isinstance(value, dict):
+            clause, value = value.get("clause"), value.get("answer")
+            if clause is not None and clause not in clause_ids:
+                raise ManifestoError(f"manifesto {source}: evals.{stem} names clause {clause!r}, which it does not have")
+        # YAML reads an unquoted Yes/No as a boolean
+        answer = ("yes" if value else "no") if isinstance(value, bool) else str(value).strip().lower()
+        if answer not in ("yes", "no") or isinstance(value, (dict, list)):
+            raise ManifestoError(f"manifesto {source}: evals.{stem} must be Yes or No, got {value!r}")
+        out.append((str(stem), answer == "yes", clause))
+    return out
 
 
 def _split_examples(body: str, source: str) -> tuple[str, list[Exchange]]:
@@ -209,6 +244,8 @@ def _parse_clauses(body: str) -> list[Clause]:
         m = _ID_MARK.search(text)
         if m:
             cid, text = m.group(1), text[: m.start()].strip()
+            if not text:  # an id mark with no words is no clause
+                return
         else:
             prefix = _slug(section, 3)
             cid = f"{prefix}.{default_slug}" if section else default_slug

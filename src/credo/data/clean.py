@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from credo.data.executor import RunConfig, Stage, run_stages
-from credo.data.io import CorpusReader, jsonl_writer, plan_inputs
+from credo.data.io import CorpusReader, inputs_digest, jsonl_writer, plan_inputs
 from credo.data.workspace import DATA_DIR, REMOVED_DIR, Workspace, print_report, summarize
 
 
@@ -49,8 +49,12 @@ def run_clean(inp: str | Path, out: str | Path, cfg: RunConfig | None = None, qu
               text_key: str = "text", force: bool = False, show: bool = True) -> dict[str, Any]:
     cfg = cfg or RunConfig()
     folder, files = plan_inputs(inp)
-    ws = Workspace(out, force)
-    ws.check(folder)
+    ws = Workspace(out, force, {"stage": "clean", "input": inputs_digest(folder, files), "tasks": cfg.tasks,
+                                "quality": quality, "text_key": text_key})
+    ws.check(inp)
+    if ws.done:
+        return ws.written_report(show)
+    ws.begin()
     steps = clean_steps(str(folder), files, ws.staging, ws.bad, quality, text_key, progress=show)
     if not run_stages([Stage("clean", steps)], cfg, ws.logs):
         return {"submitted": True, "work": str(ws.work)}

@@ -12,7 +12,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Clean, deduplicate and tag te
 _EXEC = typer.Option("local", "--executor", help="datatrove executor: local, slurm or ray.")
 _TASKS = typer.Option(1, "--tasks", min=1, help="Shards to split the input into (files are the unit).")
 _WORKERS = typer.Option(1, "--workers", min=1, help="Shards run at once (local executor).")
-_FORCE = typer.Option(False, "--force", help="Replace OUT if it exists.")
+_FORCE = typer.Option(False, "--force", help="Replace OUT if it exists and credo wrote it (never another folder).")
 _TEXT_KEY = typer.Option("text", "--text-key", help="Field holding the text in JSONL/Parquet input.")
 _VERBOSE = typer.Option(False, "--verbose", help="Show datatrove's own logs.")
 

@@ -7,11 +7,9 @@ against everything ingested before. The index is only extended once the batch's 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,8 @@ from datatrove.pipeline.base import PipelineStep
 
 from credo.data.errors import DataError
 from credo.data.executor import RunConfig, Stage, run_stages
-from credo.data.io import CorpusReader, jsonl_writer, plan_inputs
-from credo.data.workspace import DATA_DIR, REMOVED_DIR, Workspace, print_report, summarize
+from credo.data.io import CorpusReader, inputs_digest, jsonl_writer, plan_inputs
+from credo.data.workspace import DATA_DIR, REMOVED_DIR, Workspace, overlap, print_report, summarize
 from credo.fsutil import write_text_atomic
 
 BATCHES = "batches.json"
@@ -56,11 +54,7 @@ class DropEmptyFiles(PipelineStep):
 
 def batch_name(folder: Path, files: list[str]) -> str:
     """A stable name for an input batch (paths, sizes, mtimes), so a rerun resumes rather than re-indexes."""
-    digest = hashlib.sha256(str(folder).encode())
-    for rel in files:
-        st = (folder / rel).stat()
-        digest.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return "b" + digest.hexdigest()[:15]
+    return "b" + inputs_digest(folder, files)[:15]
 
 
 def read_batches(index: Path) -> list[dict[str, Any]]:
@@ -140,12 +134,17 @@ def run_dedup(inp: str | Path, out: str | Path, index: str | Path, cfg: RunConfi
               force: bool = False, show: bool = True) -> dict[str, Any]:
     cfg = cfg or RunConfig()
     folder, files = plan_inputs(inp)
-    ws = Workspace(out, force)
-    ws.check(folder)
     index = Path(index).expanduser().absolute()
+    batch = batch_name(folder, files)
+    tasks = min(cfg.tasks, len(files))
+    ws = Workspace(out, force, {"stage": "dedup", "input": batch, "index": str(index), "tasks": tasks, "text_key": text_key})
+    ws.check(inp, index)
+    if ws.done:
+        return ws.written_report(show)
+    if overlap(index, Path(inp)):
+        raise DataError(f"dedup index {index} and input {inp} overlap: keep the index outside the input")
     if index.exists() and not index.is_dir():
         raise DataError(f"dedup index {index} is not a folder")
-    batch = batch_name(folder, files)
     earlier = read_batches(index)
     if any(b.get("name") == batch for b in earlier) and not ws.resuming:
         if not force:
@@ -153,7 +152,7 @@ def run_dedup(inp: str | Path, out: str | Path, index: str | Path, cfg: RunConfi
         for p in _index_files(index, batch):  # redo: forget this batch, or it would match itself
             p.unlink()
         earlier = [b for b in earlier if b.get("name") != batch]
-    tasks = min(cfg.tasks, len(files))
+    ws.begin()
     if not run_stages(dedup_stages(str(folder), files, ws, index, batch, tasks, text_key, show), cfg, ws.logs):
         return {"submitted": True, "work": str(ws.work)}
     report = summarize(ws.staging, ws.bad, {
@@ -163,7 +162,6 @@ def run_dedup(inp: str | Path, out: str | Path, index: str | Path, cfg: RunConfi
     _commit_index(ws, index, {"name": batch, "input": str(folder), "files": len(files), "documents": report["documents_in"],
                               "kept": report["kept"], "added": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     ws.commit(report)
-    shutil.rmtree(ws.work, ignore_errors=True)
     if show:
         print_report(report, ws.out)
     return report

@@ -63,6 +63,8 @@ def run_stages(stages: list[Stage], cfg: RunConfig, logs: Path) -> bool:
     """Run the stages in order (each depends on the one before). True when every task of every stage has finished."""
     from loguru import logger
 
+    from credo.errors import Interrupted
+
     if not cfg.verbose:
         logger.disable("datatrove")  # datatrove logs every task at INFO; its per-task log files stay under `logs`
     try:
@@ -77,5 +79,7 @@ def run_stages(stages: list[Stage], cfg: RunConfig, logs: Path) -> bool:
             for ex in executors:  # local and Ray run synchronously; an already finished stage returns at once
                 ex.run()
         return all(not ex.get_incomplete_ranks(range(ex.world_size)) for ex in executors)
+    except KeyboardInterrupt:
+        raise Interrupted(f"run the same command again to resume; the work done so far is kept in {logs.parent}") from None
     finally:
         logger.enable("datatrove")

@@ -149,7 +149,8 @@ def run_ingest(inp: str | Path, base_spec: str | None, output: str | Path, cfg: 
 
     from credo.base import BASE_META, load_base, weights_sha256
     from credo.data.io import plan_inputs
-    from credo.fsutil import atomic_dir
+    from credo.errors import Interrupted
+    from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable
 
     cfg = cfg or IngestConfig()
     cfg.check()
@@ -157,6 +158,10 @@ def run_ingest(inp: str | Path, base_spec: str | None, output: str | Path, cfg: 
     plan_inputs(inp)  # a clear error for missing input before the model loads
     if output.exists() and not force:
         raise IngestError(f"{output} already exists (pass --force to replace it)")
+    try:
+        check_replaceable(output, BASE_META)  # --force replaces a base folder credo wrote, never another folder
+    except NotReplaceable as e:
+        raise IngestError(str(e)) from None
     work = work_dir(output)
     if resume and not (work / CHECKPOINT / "state.json").exists():
         raise IngestError(f"nothing to resume: no checkpoint in {work}")
@@ -205,6 +210,11 @@ def run_ingest(inp: str | Path, base_spec: str | None, output: str | Path, cfg: 
             bar.set_postfix(loss=f"{state['losses'][-1]:.3f}", meta="on" if state["step"] <= meta_steps else "off")
             if state["step"] % cfg.checkpoint_every == 0 and state["step"] < steps:
                 _save_checkpoint(work, model, opt, state)
+    except KeyboardInterrupt:
+        saved = work / CHECKPOINT / "state.json"
+        step = json.loads(saved.read_text()).get("step") if saved.is_file() else None
+        raise Interrupted(f"run the same command with --resume to continue from step {step}" if step else
+                          "no checkpoint yet: run the same command again to start over") from None
     finally:
         bar.close()
     model.eval()
@@ -224,7 +234,7 @@ def run_ingest(inp: str | Path, base_spec: str | None, output: str | Path, cfg: 
             "seconds_this_session": round(time.perf_counter() - start, 1),
         },
     }
-    with atomic_dir(output, overwrite=force) as tmp:
+    with atomic_dir(output, overwrite=force, replaces=BASE_META) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / BASE_META).write_text(json.dumps(meta, indent=2))

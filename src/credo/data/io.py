@@ -6,6 +6,7 @@ file and line number, to a per-task report file that the stage's report gathers 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,6 +53,15 @@ def plan_inputs(path: str | Path) -> tuple[Path, list[str]]:
     return path.resolve(), files
 
 
+def inputs_digest(folder: Path, files: list[str]) -> str:
+    """What identifies an input batch: its folder and each file's path, size and modification time."""
+    digest = hashlib.sha256(str(folder).encode())
+    for rel in files:
+        st = (Path(folder) / rel).stat()
+        digest.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
 class BadInputLog:
     """Appends one JSON line per broken input record; opened lazily so clean inputs leave no file."""
 
@@ -88,6 +98,7 @@ class CorpusReader(BaseDiskReader):
         self.files = list(files)
         self.bad_folder = bad_folder
         self._bad: BadInputLog | None = None
+        self._line = 0
 
     def _doc(self, data: Any, path: str, line: int) -> Document | None:
         if not isinstance(data, dict):
@@ -108,6 +119,7 @@ class CorpusReader(BaseDiskReader):
 
     def read_file(self, filepath: str) -> DocumentsPipeline:
         kind = input_kind(filepath)
+        self._line = 0  # the line (or row) reached, so a file that breaks off is reported where it did
         try:
             if kind == "jsonl":
                 yield from self._read_jsonl(filepath)
@@ -115,14 +127,17 @@ class CorpusReader(BaseDiskReader):
                 yield from self._read_parquet(filepath)
             else:
                 yield from self._read_text(filepath)
-        except (OSError, ValueError) as e:  # unreadable or truncated file: report it and go on with the others
-            self._bad.add(filepath, 0, f"cannot read file: {type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 — unreadable, truncated or corrupt file (OSError, EOFError, zlib/zstd errors, …): report it, keep what came before, go on
+            where = f"after line {self._line}" if self._line else "at the start"
+            self._bad.add(filepath, self._line + 1 if self._line else 0,
+                          f"cannot read file {where} (truncated or corrupt?): {type(e).__name__}: {e}")
 
     def _read_jsonl(self, filepath: str) -> Iterator[Document]:
         import orjson
 
         with self.data_folder.open(filepath, "rb", compression="infer") as f:
             for li, raw in enumerate(f, start=1):
+                self._line = li - 1
                 if not raw.strip():
                     continue
                 try:
@@ -132,6 +147,7 @@ class CorpusReader(BaseDiskReader):
                     continue
                 if (doc := self._doc(data, filepath, li)) is not None:
                     yield doc
+                self._line = li
 
     def _read_parquet(self, filepath: str) -> Iterator[Document]:
         import pyarrow.parquet as pq
@@ -143,6 +159,7 @@ class CorpusReader(BaseDiskReader):
                     row += 1
                     if (doc := self._doc(data, filepath, row)) is not None:
                         yield doc
+                    self._line = row
 
     def _read_text(self, filepath: str) -> Iterator[Document]:
         with self.data_folder.open(filepath, "rb") as f:

@@ -16,7 +16,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from credo.data.errors import DataError
 from credo.data.executor import RunConfig, Stage, run_stages
-from credo.data.io import CorpusReader, jsonl_writer, plan_inputs
+from credo.data.io import CorpusReader, inputs_digest, jsonl_writer, plan_inputs
 from credo.data.workspace import DATA_DIR, Workspace, print_report, summarize
 
 DATE_FIELDS = ("created", "date", "timestamp", "published", "publish_date")
@@ -99,12 +99,17 @@ def run_tag(inp: str | Path, out: str | Path, source: str | None = None, date: s
     if source is not None and not source.strip():
         raise DataError("--source must not be empty")
     folder, files = plan_inputs(inp)
-    ws = Workspace(out, force)
-    ws.check(folder)
-    added = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    tasks = min(cfg.tasks, len(files))
+    ws = Workspace(out, force, {"stage": "tag", "input": inputs_digest(folder, files), "tasks": tasks, "source": source,
+                                "date": created, "text_key": text_key})
+    ws.check(inp)
+    if ws.done:
+        return ws.written_report(show)
+    # `added` is when this batch was tagged: chosen at the first start, so a resumed run gives every document the same
+    added = ws.begin(added=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"))["added"]
     steps = [CorpusReader(str(folder), files, text_key=text_key, bad_folder=str(ws.bad), doc_progress=show),
              ProvenanceTagger(added, source.strip() if source else None, created), jsonl_writer(ws.staging / DATA_DIR)]
-    if not run_stages([Stage("tag", steps, min(cfg.tasks, len(files)))], cfg, ws.logs):
+    if not run_stages([Stage("tag", steps, tasks)], cfg, ws.logs):
         return {"submitted": True, "work": str(ws.work)}
     report = summarize(ws.staging, ws.bad, {"stage": "tag", "input": str(inp), "files": len(files), "added": added})
     report["undated"] = _count_undated(ws.staging / DATA_DIR)

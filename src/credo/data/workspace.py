@@ -1,7 +1,9 @@
 """Where a stage works and how its output appears: a hidden work folder beside OUT, renamed into place at the end.
 
 OUT appears complete or not at all. The work folder holds datatrove's logs and completion markers, so running the
-same command again after Ctrl-C resumes; it is removed once OUT is in place.
+same command again after Ctrl-C (or a kill) resumes; it remembers which command it belongs to, so another command
+never resumes it, and it is removed once OUT is in place. Every OUT carries a marker file naming the run that wrote
+it: --force replaces only such a folder, never one credo did not write.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +23,72 @@ DATA_DIR = "data"  # kept documents
 REMOVED_DIR = "removed"  # dropped documents, one folder per rule family, each with its reason
 REPORT = "report.json"
 BAD_INPUT = "bad-input.jsonl"
+MARKER = ".credo-data.json"  # in every OUT: the stage, run and command that wrote it
+RUN = "run.json"  # in the work folder: the run id and command it belongs to, and what was chosen at its first start
+
+
+def overlap(a: Path, b: Path) -> bool:
+    """Whether two paths are the same or one lies inside the other (after resolving links)."""
+    a, b = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class Workspace:
-    def __init__(self, out: str | Path, force: bool = False) -> None:
+    """OUT and its work folder for one command; `command` (stage, inputs, settings) is what a resumed run must match."""
+
+    def __init__(self, out: str | Path, force: bool = False, command: dict[str, Any] | None = None) -> None:
         self.out = Path(out).expanduser().absolute()
         self.work = self.out.parent / f".{self.out.name}.credo-work"
         self.force = force
+        self.command = json.loads(json.dumps(command or {}))  # as it reads back from run.json
+        self.run: dict[str, Any] = {}
+        self.resuming = False
+        self.done = False  # this very command already wrote OUT (it was stopped while removing its work folder)
 
-    def check(self, inputs: Path) -> None:
-        """Refuse before anything is written: an OUT that exists, or an OUT that is (or is inside) the input."""
-        if self.out.exists() and not self.force:
-            raise DataError(f"{self.out} already exists (pass --force to replace it)")
-        inp = inputs.resolve()
-        if self.out == inp or inp in self.out.parents:
-            raise DataError(f"output {self.out} must not be inside the input folder {inp}")
+    def check(self, inputs: str | Path, *others: Path) -> None:
+        """Refuse before anything is written: an OUT that overlaps the input (or `others`, such as the dedup index),
+        an OUT that exists (without --force), or one that credo did not write (even with --force)."""
+        for path in (Path(inputs), *others):
+            if overlap(self.out, path):
+                raise DataError(f"output {self.out} and {path.expanduser().absolute()} overlap: one must not be, or lie inside, the other")
+        saved = _read_json(self.work / RUN)
+        written = _read_json(self.out / MARKER) if self.out.is_dir() else None
+        if saved and written and saved.get("id") == written.get("run"):  # killed after OUT was in place: only clean-up was left
+            shutil.rmtree(self.work, ignore_errors=True)
+            if written.get("command") == self.command:
+                self.done = True
+                return
+            saved = None
+        self.resuming = bool(saved) and saved.get("command") == self.command
+        if self.out.exists() or self.out.is_symlink():
+            if not self.force:
+                raise DataError(f"{self.out} already exists (pass --force to replace it)")
+            if written is None:
+                raise DataError(f"{self.out} exists and was not written by credo data (no {MARKER}); "
+                                "credo replaces only its own output: remove it yourself or choose another OUT")
+        if saved and not self.resuming and not self.force:
+            raise DataError(f"{self.work} holds an interrupted run of another command (other input or settings): "
+                            "run that command again to finish it, or pass --force to start this one over")
+
+    def begin(self, **first: Any) -> dict[str, Any]:
+        """Start the run, or resume the interrupted one of the same command; `first` are values chosen at the first start
+        (a timestamp, say), which a resumed run keeps. Returns the run's record."""
+        if self.resuming:
+            self.run = _read_json(self.work / RUN) or {}
+            return self.run
+        if self.work.exists():  # another command's interrupted run (with --force), or one from before run.json existed
+            shutil.rmtree(self.work)
+        self.run = {"id": uuid.uuid4().hex, "command": self.command, **first}
+        write_text_atomic(self.work / RUN, json.dumps(self.run, indent=2) + "\n")
+        return self.run
 
     @property
     def staging(self) -> Path:
@@ -47,12 +102,15 @@ class Workspace:
     def bad(self) -> Path:
         return self.work / "bad-input"
 
-    @property
-    def resuming(self) -> bool:
-        return self.work.exists()
+    def written_report(self, show: bool = False) -> dict[str, Any]:
+        """The report of the OUT this very command already wrote (see `done`), shown as a finished run shows it."""
+        report = _read_json(self.out / REPORT) or {}
+        if show and report:
+            print_report(report, self.out)
+        return report
 
     def commit(self, report: dict[str, Any]) -> Path:
-        """Write the report, gather the bad-input lines, and rename the staged output onto OUT."""
+        """Write the report and marker, gather the bad-input lines, and rename the staged output onto OUT."""
         (self.staging / DATA_DIR).mkdir(parents=True, exist_ok=True)
         bad_lines = sorted(self.bad.glob("*.jsonl")) if self.bad.is_dir() else []
         if bad_lines:
@@ -60,6 +118,9 @@ class Workspace:
                 for part in bad_lines:
                     f.write(part.read_text(encoding="utf-8"))
         write_text_atomic(self.staging / REPORT, json.dumps(report, indent=2) + "\n")
+        marker = {"stage": self.command.get("stage"), "run": self.run.get("id"), "command": self.command,
+                  "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_text_atomic(self.staging / MARKER, json.dumps(marker, indent=2) + "\n")
         if self.out.exists():
             trash = self.work / "old"
             os.replace(self.out, trash)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -79,15 +79,16 @@ class TorchEngine:
         """
         start = time.perf_counter()
         conv = self.conversation_ids(prompt)
-        state = self.layer.prefix_state(self.base) if self.layer else None
+        state = self.layer.prefix_state(self.base) if self.layer and conv else None
         with self._applied():
             if state is not None:
                 cache, run = state.to_cache(self.base.model.config), 0
                 n_context = len(state.ids)
             else:
                 ctx = self.context_ids()
-                _, cache = self.forward(ctx)
-                run, n_context = len(ctx), len(ctx)
+                head, conv = (ctx, conv) if conv else (ctx[:-1], ctx[-1:])  # an empty prompt: the answer follows the context
+                cache = self.forward(head)[1] if head else None
+                run, n_context = len(head), len(ctx)
             logits, cache = self.forward(conv, cache)
         return Prefilled(cache, logits[-1], run + len(conv), n_context, time.perf_counter() - start)
 
@@ -105,8 +106,10 @@ class TorchEngine:
         top_p: float = 1.0,
         seed: int | None = None,
         stats: GenerationStats | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
-        """Stream the answer as text pieces; greedy when temperature is 0. Stops at EOS or the transcript's next turn."""
+        """Stream the answer as text pieces; greedy when temperature is 0. Stops at EOS or the transcript's next turn,
+        or as soon as `stop()` is true (checked before every token: a server's cancel or deadline)."""
         stats = stats if stats is not None else GenerationStats()
         start = time.perf_counter()
         pre = self.prefill(prompt)
@@ -116,37 +119,41 @@ class TorchEngine:
         logits, cache = pre.logits, pre.cache
         ids: list[int] = []
         emitted = ""
-        with self._applied():
-            for step in range(max_tokens):
-                token = _pick(logits, temperature, top_p, gen)
-                if step == 0:
-                    stats.ttft_seconds = time.perf_counter() - start
-                if token in stop_ids:
-                    stats.finish_reason = "stop"
-                    break
-                ids.append(token)
-                text = self.base.decode(ids)
-                cut = min((text.find(s) for s in stops if s in text), default=-1)
-                if cut >= 0:
-                    if cut > len(emitted):
-                        yield text[len(emitted) : cut]
-                    emitted = text[:cut]
-                    stats.finish_reason = "stop"
-                    break
-                safe = _safe_prefix(text, stops)
-                if len(safe) > len(emitted):
-                    yield safe[len(emitted) :]
-                    emitted = safe
-                if step + 1 < max_tokens:
-                    logits, cache = self.forward([token], cache)
-                    logits = logits[-1]
-            else:
-                text = self.base.decode(ids)
-                if len(text) > len(emitted) and not any(s in text for s in stops):
-                    yield text[len(emitted) :]
-        stats.completion_tokens = len(ids)
-        stats.token_ids = ids
-        stats.total_seconds = time.perf_counter() - start
+        try:
+            with self._applied():
+                for step in range(max_tokens):
+                    if stop is not None and stop():
+                        break
+                    token = _pick(logits, temperature, top_p, gen)
+                    if step == 0:
+                        stats.ttft_seconds = time.perf_counter() - start
+                    if token in stop_ids:
+                        stats.finish_reason = "stop"
+                        break
+                    ids.append(token)
+                    text = self.base.decode(ids)
+                    cut = min((text.find(s) for s in stops if s in text), default=-1)
+                    if cut >= 0:
+                        if cut > len(emitted):
+                            yield text[len(emitted) : cut]
+                        emitted = text[:cut]
+                        stats.finish_reason = "stop"
+                        break
+                    safe = _safe_prefix(text, stops)
+                    if len(safe) > len(emitted):
+                        yield safe[len(emitted) :]
+                        emitted = safe
+                    if step + 1 < max_tokens:
+                        logits, cache = self.forward([token], cache)
+                        logits = logits[-1]
+                else:
+                    text = self.base.decode(ids)
+                    if len(text) > len(emitted) and not any(s in text for s in stops):
+                        yield text[len(emitted) :]
+        finally:  # also when the consumer closes the stream early: the figures say how far it went
+            stats.completion_tokens = len(ids)
+            stats.token_ids = ids
+            stats.total_seconds = time.perf_counter() - start
 
     def complete(self, prompt: str | Messages, **kwargs: Any) -> str:
         return "".join(self.generate(prompt, **kwargs)).strip()
@@ -174,7 +181,8 @@ class TorchEngine:
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator | None) -> int:
     if temperature <= 0:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, -1)
+    # shifted, and in float64: any temperature above 0 (even 5e-324) gives 0 for the top token and -inf below, never nan
+    probs = torch.softmax((logits.double() - logits.max()) / temperature, -1)
     if top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_p, 0) - sorted_p < top_p

@@ -1,13 +1,19 @@
-"""A layer on disk: `layer.json`, the manifesto it came from, and its payload, written atomically and verified on load."""
+"""A layer on disk: `layer.json`, the manifesto it came from, and its payload, written atomically and verified on load.
+
+`layer.json` lists the SHA-256 of every other file in the folder and carries a checksum of its own content. A folder
+with a file that is not listed (or listed and different, or missing), or a `layer.json` whose content does not match its
+checksum or has a field of the wrong type, is corrupt: nothing a layer loads goes unverified.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 from credo.errors import BaseMismatchError, CredoError, LayerError
-from credo.fsutil import atomic_dir, sha256_file
+from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable, sha256_file
 from credo.layers.layer import Layer, LayerInfo
 from credo.manifesto import Manifesto
 
@@ -16,21 +22,69 @@ if TYPE_CHECKING:
 
 LAYER_JSON = "layer.json"
 MANIFESTO_FILE = "manifesto.md"
+CHECKSUM = "checksum"  # key in layer.json: SHA-256 of the rest of its content (see `_checksum`)
+# The JSON type each known field of layer.json must have; fields added later are checked by their readers.
+FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "kind": str, "name": str, "manifesto": dict, "base": dict, "params": dict, "compile_seconds": (int, float),
+    "created": str, "credo_version": str, "files": dict, "report": dict,
+}
 
 
 def save_layer(layer: Layer, folder: str | Path, overwrite: bool = False) -> Path:
+    """Write `layer` to `folder` atomically; with `overwrite`, replace only a layer folder (one holding layer.json)."""
     folder = Path(folder)
     try:
-        with atomic_dir(folder, overwrite=overwrite) as tmp:
+        with atomic_dir(folder, overwrite=overwrite, replaces=LAYER_JSON) as tmp:
             (tmp / MANIFESTO_FILE).write_text(layer.manifesto.text, encoding="utf-8")
             layer.save_payload(tmp)
-            layer.info.files = {
-                str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != LAYER_JSON
-            }
-            (tmp / LAYER_JSON).write_text(json.dumps(layer.info.to_json(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+            layer.info.files = _write_info(tmp, layer.info.to_json())["files"]
     except FileExistsError as e:
         raise CredoError(str(e)) from None
     return folder
+
+
+def check_target(folder: str | Path, overwrite: bool) -> None:
+    """Fail where `save_layer` would, before any work: a folder that exists (without `overwrite`) or that is no layer."""
+    folder = Path(folder)
+    if folder.exists() or folder.is_symlink():
+        if not overwrite:
+            raise CredoError(f"{folder} already exists (pass --force to replace it)")
+        try:
+            check_replaceable(folder, LAYER_JSON)
+        except NotReplaceable as e:
+            raise CredoError(str(e)) from None
+
+
+def relist(folder: str | Path) -> None:
+    """Record the folder's files as they are now in its layer.json: for a file added by hand (a control.gguf, say),
+    which is otherwise refused as unlisted."""
+    folder = Path(folder)
+    read_info(folder)  # a corrupt layer.json stays refused
+    _write_info(folder, json.loads((folder / LAYER_JSON).read_text(encoding="utf-8")))
+
+
+def _write_info(folder: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """List the hash of every payload file in `data`, seal it with its checksum, and write it as the folder's layer.json."""
+    data["files"] = {rel: sha256_file(folder / rel) for rel in _payload_files(folder)}
+    data[CHECKSUM] = _checksum(data)
+    (folder / LAYER_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return data
+
+
+def _payload_files(folder: Path) -> list[str]:
+    """Every file in the folder that a layer.json lists: all but layer.json files (a stacked layer's parts have their own)
+    and hidden files (which no loader reads)."""
+    return [
+        p.relative_to(folder).as_posix()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LAYER_JSON and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
+
+
+def _checksum(data: dict[str, Any]) -> str:
+    """SHA-256 of layer.json's content without its checksum, in one canonical form (so indentation does not count)."""
+    body = {k: v for k, v in data.items() if k != CHECKSUM}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")).hexdigest()
 
 
 def read_info(folder: str | Path) -> LayerInfo:
@@ -43,15 +97,44 @@ def read_info(folder: str | Path) -> LayerInfo:
         raise LayerError(f"{folder} is not a layer folder (no {LAYER_JSON})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        info = LayerInfo.from_json(data)
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise LayerError(f"{path} is corrupt ({type(e).__name__}); recompile the layer") from None
-    if not isinstance(info.base, dict) or "sha256" not in info.base or not info.kind:
-        raise LayerError(f"{path} is corrupt (no kind or base hash); recompile the layer")
-    return info
+    problem = _shape_problem(data)
+    if problem is None:
+        try:
+            return LayerInfo.from_json(data)
+        except TypeError:  # a required field is missing
+            problem = "a required field is missing"
+    raise LayerError(f"{path} is corrupt ({problem}); recompile the layer")
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What is wrong with layer.json's parsed content, or None. A layer.json written before checksums has none."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if CHECKSUM in data and data[CHECKSUM] != _checksum(data):
+        return "its content does not match its checksum"
+    for key, typ in FIELD_TYPES.items():
+        if key in data and not (isinstance(data[key], typ) and not isinstance(data[key], bool)):
+            return f"{key!r} is not a {typ.__name__ if isinstance(typ, type) else 'number'}"
+    if not data.get("kind") or not isinstance(data.get("base"), dict) or not isinstance(data["base"].get("sha256"), str):
+        return "no kind or base hash"
+    if not all(isinstance(v, str) for v in data.get("files", {}).values()):
+        return "a file hash is not a string"
+    for rel in data.get("files", {}):
+        pure = PurePosixPath(rel)
+        if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel:
+            return f"file {rel!r} is not a path inside the folder"
+    return None
 
 
 def verify_files(folder: Path, info: LayerInfo) -> None:
+    """Every file a loader may read is listed and matches its hash; the manifesto is always among them."""
+    if MANIFESTO_FILE not in info.files:
+        raise LayerError(f"layer {folder} is corrupt: {LAYER_JSON} does not list {MANIFESTO_FILE}")
+    unlisted = sorted(set(_payload_files(folder)) - set(info.files))
+    if unlisted:
+        raise LayerError(f"layer {folder} is corrupt: {unlisted[0]} is not listed in {LAYER_JSON}")
     for rel, expected in info.files.items():
         path = folder / rel
         if not path.is_file():

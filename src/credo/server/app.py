@@ -26,7 +26,7 @@ from credo.server.engines import PromptTooLong, RawText, Sampling
 from credo.server.identities import Conflict, Identities, InvalidName, NotFound
 from credo.server.schemas import ChatRequest, CompletionRequest, IdentityRequest
 from credo.server.stops import StopCutter
-from credo.server.worker import Worker
+from credo.server.worker import ServerBusy, Worker
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -43,6 +43,9 @@ class ServeSettings:
     max_tokens_limit: int = 1024
     default_max_tokens: int = 256
     measure_fidelity: bool = True
+    # A generation holds the server's only worker: past this many seconds after its request arrived it stops (and
+    # answers with what it has, finish_reason "length"); a request still queued by then gets 503.
+    max_request_seconds: float = 300.0
 
 
 class TooLarge(CredoError):
@@ -58,6 +61,7 @@ _STATUS: list[tuple[type, int, str]] = [
     (NotFound, 404, "not_found_error"),
     (Conflict, 409, "conflict_error"),
     (TooLarge, 413, "invalid_request_error"),
+    (ServerBusy, 503, "server_error"),
     (InvalidName, 400, "invalid_request_error"),
     (PromptTooLong, 400, "invalid_request_error"),
     (UnknownKindError, 400, "invalid_request_error"),
@@ -90,7 +94,8 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
         identities.close()
         worker.stop()
 
-    app = FastAPI(title="credo", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # The schema is published (clients and the API fuzzer read it); the interactive docs pages are not.
+    app = FastAPI(title="credo", docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
     app.state.identities, app.state.worker, app.state.engine = identities, worker, engine
     started = int(time.time())
 
@@ -101,6 +106,8 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":
+            return error_response(400, json_error_message(first, getattr(e, "body", None)))
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else str(first.get("msg", "invalid request"))
         return error_response(400, message.replace("\n", " "), param=where or None)
@@ -113,14 +120,8 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
     async def _bug(_: Request, e: Exception) -> JSONResponse:  # a bug in credo, not the client's doing; say so in one line
         return error_response(500, f"internal error: {type(e).__name__}: {e}", "server_error")
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next: Any) -> Any:
-        if settings.api_key and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode()):
-                return credo_error_response(Unauthorized("missing or wrong API key: send 'Authorization: Bearer KEY'"))
-        return await call_next(request)
-
+    if settings.api_key:
+        app.add_middleware(ApiKey, key=settings.api_key)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     # --- models and identities ----------------------------------------------------------------------------------
@@ -196,7 +197,8 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
             raise CredoError(f"max_tokens {max_tokens} is over this server's limit of {settings.max_tokens_limit}")
         return Sampling(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stops())
 
-    async def start(key: str, prompt: Any, sampling: Sampling, chat: bool) -> tuple[Any, Any]:
+    async def start(request: Request, key: str, prompt: Any, sampling: Sampling, chat: bool) -> tuple[Any, Any]:
+        """Queue the generation; it stops when the client leaves (streaming or not) or the request's time is up."""
         from credo.engines.torch_engine import GenerationStats
 
         stats = GenerationStats()
@@ -207,15 +209,16 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
                 raise NotFound(f"identity {key!r} was removed")
             return _cut(engine.stream(key, prompt, sampling, stats, cancel), stops, stats, lstrip=chat)
 
-        stream = worker.stream(make)
+        stream = worker.stream(make, deadline=time.monotonic() + settings.max_request_seconds)
+        stream.watch(request.is_disconnected)
         await stream.first()
         return stream, stats
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest) -> Any:
+    async def chat_completions(req: ChatRequest, request: Request) -> Any:
         key = resolve(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in req.messages]
-        stream, stats = await start(key, messages, sampling_for(req), chat=True)
+        stream, stats = await start(request, key, messages, sampling_for(req), chat=True)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = {"id": rid, "created": created, "model": req.model}
         if not req.stream:
@@ -236,9 +239,9 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> Any:
+    async def completions(req: CompletionRequest, request: Request) -> Any:
         key = resolve(req.model)
-        stream, stats = await start(key, RawText(req.prompt), sampling_for(req), chat=False)
+        stream, stats = await start(request, key, RawText(req.prompt), sampling_for(req), chat=False)
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": req.model}
         if not req.stream:
@@ -259,7 +262,8 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
     # --- misc ---------------------------------------------------------------------------------------------------
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "base": base.name, "engine": engine.name, "identities": len(identities.items)}
+        return {"status": "ok", "base": base.name, "engine": engine.name, "identities": len(identities.items),
+                "requests": dict(worker.counts)}
 
     @app.get("/")
     async def playground() -> FileResponse:
@@ -310,12 +314,42 @@ def _cut(pieces: Iterator[str], stops: list[str], stats: Any, lstrip: bool) -> I
             close()
 
 
+def json_error_message(error: dict[str, Any], body: Any) -> str:
+    """"request body is not valid JSON: Expecting value at line 2, column 8" from FastAPI's json_invalid error."""
+    reason = str((error.get("ctx") or {}).get("error") or "JSON decode error")
+    loc = error.get("loc", ())
+    pos = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    if pos is None:
+        return f"request body is not valid JSON: {reason}"
+    text = body if isinstance(body, str) else ""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"request body is not valid JSON: {reason} at line {line}, column {column}"
+
+
 def usage(stats: Any) -> dict[str, int]:
     return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens, "total_tokens": stats.prompt_tokens + stats.completion_tokens}
 
 
 def sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+class ApiKey:
+    """ASGI middleware: /v1/ requires 'Authorization: Bearer KEY'. Plain ASGI, not starlette's BaseHTTPMiddleware, whose
+    wrapped receive never reports that a client has gone (the server must notice, to stop generating)."""
+
+    def __init__(self, app: Any, key: str):
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith("/v1/"):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                await credo_error_response(Unauthorized("missing or wrong API key: send 'Authorization: Bearer KEY'"))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
         max_tokens: int = typer.Option(1024, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
         max_body: int = typer.Option(1 << 20, "--max-body-bytes", min=1024, help="Largest request body accepted."),
         fidelity: bool = typer.Option(True, "--fidelity/--no-fidelity", help="Measure fidelity after compiling from the API."),
+        max_seconds: float = typer.Option(300.0, "--max-request-seconds", min=1.0,
+                                          help="A generation stops this long after its request arrived (it holds the only worker)."),
     ) -> None:
         """Serve the base and every identity in LAYERS_DIR through an OpenAI-compatible API, with a playground at /."""
         check_exposure(host, api_key)
@@ -53,7 +55,7 @@ def register(app: typer.Typer) -> None:
 
         b = load_base(base)
         eng = make_engine(engine, b, n_ctx=n_ctx, threads=threads)
-        settings = ServeSettings(layers_dir, api_key, max_body, max_tokens, min(256, max_tokens), fidelity)
+        settings = ServeSettings(layers_dir, api_key, max_body, max_tokens, min(256, max_tokens), fidelity, max_seconds)
         server_app = create_app(b, eng, settings)
         bad = [i for i in server_app.state.identities.items.values() if i.status != "ready"]
         for ident in bad:

@@ -85,12 +85,10 @@ class TorchServeEngine:
             raise PromptTooLong(
                 f"prompt is {n_prompt} tokens; with max_tokens {sampling.max_tokens} it exceeds the context of {self.max_context}"
             )
-        for piece in engine.generate(
-            prompt, max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed, stats=stats
-        ):
-            if cancel.is_set():
-                return
-            yield piece
+        yield from engine.generate(
+            prompt, max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
+            stats=stats, stop=cancel.is_set,
+        )
 
 
 class _RawAwareTorchEngine(TorchEngine):

@@ -7,10 +7,8 @@ into place: a failed compile leaves the directory and the served identities exac
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from credo.errors import CredoError, LayerError
-from credo.fsutil import swap_into
+from credo.fsutil import NotReplaceable, check_replaceable, remove_dir, swap_into, sweep_stale, temp_dir
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -46,7 +44,7 @@ class Conflict(CredoError):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
         raise InvalidName(
             f"identity name {name!r} is not allowed: use 1-64 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit"
         )
@@ -130,8 +128,9 @@ class Identities:
         from credo.layers.folder import list_layers
 
         self.root.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.root)  # staging and temporary folders of a server or compile that was killed
         for path, info, status in list_layers(self.root):
-            if not NAME.match(path.name):
+            if not NAME.fullmatch(path.name):
                 continue
             if info is None:
                 self.items[path.name] = Identity(path.name, path, None, "error", status)
@@ -180,10 +179,11 @@ class Identities:
                 raise Conflict(f"identity {name!r} is being compiled; try again when the job ends")
             self.items.pop(name, None)
         self.worker.call(lambda: self.engine.remove(name))
-        _remove_dir(ident.folder)
+        remove_dir(ident.folder)
 
     def start_compile(self, name: str, manifesto_text: str, kind: str, settings: dict[str, Any], overwrite: bool) -> Job:
         """Check everything a user can get wrong now (errors are 4xx), then compile in the background."""
+        from credo.layers.folder import LAYER_JSON
         from credo.layers.registry import get_kind, make_config
         from credo.manifesto import Manifesto
 
@@ -197,6 +197,10 @@ class Identities:
                 raise Conflict(f"identity {name!r} is being compiled already")
             if (folder.exists() or name in self.items) and not overwrite:
                 raise Conflict(f"identity {name!r} exists; send overwrite=true to recompile it")
+            try:
+                check_replaceable(folder, LAYER_JSON)  # overwrite replaces a layer folder, never another one
+            except NotReplaceable as e:
+                raise Conflict(f"identity {name!r}: {e}") from None
             self._busy.add(name)
             job = Job(id=uuid.uuid4().hex[:12], name=name, kind=kind)
             self.jobs[job.id] = job
@@ -207,7 +211,7 @@ class Identities:
     def _compile(self, job: Job, manifesto: Any, overrides: dict[str, str]) -> None:
         from credo.layers import compile_layer, load_layer, save_layer
 
-        staging = Path(tempfile.mkdtemp(prefix=f".{job.name}.", suffix=".staging", dir=self.root))
+        staging = temp_dir(self.root / job.name, "staging")
         try:
             job.stage = "compiling"
             layer = self._on_base(lambda: compile_layer(manifesto, self.base, job.kind, overrides, name=job.name))
@@ -265,11 +269,3 @@ class Identities:
     def close(self) -> None:
         self._compiler.shutdown(wait=False, cancel_futures=True)
 
-
-def _remove_dir(folder: Path) -> None:
-    """Rename out of sight first, then delete: the folder disappears from the listing in one step."""
-    if not folder.exists():
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-    os.replace(folder, trash / folder.name)
-    shutil.rmtree(trash, ignore_errors=True)

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from credo.errors import ManifestoError
 from credo.eval.data import DataError, read_jsonl, spread
 
 if TYPE_CHECKING:
@@ -83,23 +82,10 @@ def load_behaviour(path: Path, n: int | None) -> list[BehaviourItem]:
 
 
 def declared(manifesto: Manifesto) -> list[Declared]:
-    """The data sets a manifesto's front matter declares, checked (a bad value names the manifesto and the key)."""
-    raw = manifesto.meta.get("evals") or {}
-    if not isinstance(raw, dict):
-        raise ManifestoError(f"manifesto {manifesto.source}: front matter 'evals' must map data-set names to Yes or No")
-    out = []
-    for stem, value in raw.items():
-        clause = None
-        if isinstance(value, dict):
-            clause, value = value.get("clause"), value.get("answer")
-            if clause is not None and clause not in manifesto.clause_ids:
-                raise ManifestoError(f"manifesto {manifesto.source}: evals.{stem} names clause {clause!r}, which it does not have")
-        # YAML reads an unquoted Yes/No as a boolean
-        answer = ("yes" if value else "no") if isinstance(value, bool) else str(value).strip().lower()
-        if answer not in ("yes", "no"):
-            raise ManifestoError(f"manifesto {manifesto.source}: evals.{stem} must be Yes or No, got {value!r}")
-        out.append(Declared(str(stem), answer == "yes", clause or f"evals:{stem}"))
-    return out
+    """The data sets a manifesto's front matter declares (checked when the manifesto was read)."""
+    from credo.manifesto import declared_evals
+
+    return [Declared(stem, has, clause or f"evals:{stem}") for stem, has, clause in declared_evals(manifesto.meta, manifesto.clause_ids, manifesto.source)]
 
 
 def answer_logprobs(row: Row, prompt: str, wanted: str, other: str) -> tuple[float, float]:

@@ -43,6 +43,15 @@ def isolated_work(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def dead_pid() -> int:
+    """The id of a process that has ended (and been reaped): what a killed credo process leaves in temporary names."""
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.fixture(scope="session")
 def tiny():
     from credo.base import tiny_base
 

@@ -84,19 +84,20 @@ def _check_layer_or_nothing(folder: Path, expected: dict, note: str) -> None:
         assert payload(folder) == expected, note
 
 
-def _rerun_compile(workdir: Path, monkeypatch, extra: list[str] = ()) -> None:
-    from credo import cli
+def credo_here(monkeypatch, capsys, *args: str) -> None:
+    """The same command again, in this process (no start-up to wait for)."""
+    from test_cli import run
 
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+
+
+def _rerun_compile(workdir: Path, monkeypatch, capsys, *extra: str) -> None:
     monkeypatch.chdir(workdir)
-    monkeypatch.setattr(sys, "argv", ["credo", "compile", str(EXAMPLES / "pirate.md"), "--kind", "cache", "--base", "tiny:0",
-                                      "-o", "layers/pirate", *extra])
-    try:
-        cli.main()
-    except SystemExit as e:
-        assert not e.code, e.code
+    credo_here(monkeypatch, capsys, "compile", str(EXAMPLES / "pirate.md"), "--kind", "cache", "--base", "tiny:0", "-o", "layers/pirate", *extra)
 
 
-def test_kill_a_compile_at_a_random_point(tmp_path, rng, monkeypatch, one_thread):
+def test_kill_a_compile_at_a_random_point(tmp_path, rng, monkeypatch, capsys, one_thread):
     expected = _reference_cache_layer(tmp_path)
     work = tmp_path / "w"
     work.mkdir()
@@ -105,12 +106,12 @@ def test_kill_a_compile_at_a_random_point(tmp_path, rng, monkeypatch, one_thread
     killed = kill_after(proc, delay)
     note = f"seed {SEED}, killed after {delay:.2f} s: {killed}"
     _check_layer_or_nothing(work / "layers" / "pirate", expected, note)
-    _rerun_compile(work, monkeypatch, ["--force"] if (work / "layers" / "pirate").exists() else [])
+    _rerun_compile(work, monkeypatch, capsys, *(["--force"] if (work / "layers" / "pirate").exists() else []))
     assert payload(work / "layers" / "pirate") == expected, note
     assert hidden(work / "layers") == [], note
 
 
-def test_kill_while_the_layer_folder_is_written(tmp_path, monkeypatch, one_thread):
+def test_kill_while_the_layer_folder_is_written(tmp_path, monkeypatch, capsys, one_thread):
     """The kill lands inside `save_layer`, at a point a random delay seldom hits: half the payload written."""
     expected = _reference_cache_layer(tmp_path)
     work = tmp_path / "w"
@@ -134,7 +135,7 @@ save_layer(compile_layer(Manifesto.from_file({str(EXAMPLES / 'pirate.md')!r}), t
     assert proc.returncode == -signal.SIGKILL
     assert not (work / "layers" / "pirate").exists()
     assert [n.endswith(".tmp") for n in hidden(work / "layers")] == [True]  # what the killed process left behind
-    _rerun_compile(work, monkeypatch)
+    _rerun_compile(work, monkeypatch, capsys)
     assert payload(work / "layers" / "pirate") == expected
     assert hidden(work / "layers") == []
 
@@ -213,21 +214,12 @@ def _outputs(out: Path) -> dict:
 
 
 @pytest.mark.parametrize("stage", ["clean", "tag", "dedup"])
-def test_kill_a_data_stage_at_a_random_point_and_rerun(tmp_path, stage, rng, monkeypatch):
-    from credo import cli
-
+def test_kill_a_data_stage_at_a_random_point_and_rerun(tmp_path, stage, rng, monkeypatch, capsys):
     inp, out = tmp_path / "in", tmp_path / "out"
     _corpus(inp)
 
-    def run_here(args: list[str]) -> None:
-        monkeypatch.setattr(sys, "argv", ["credo", *args])
-        try:
-            cli.main()
-        except SystemExit as e:
-            assert not e.code, e.code
-
     start = time.monotonic()
-    run_here(_stage_args(stage, inp, tmp_path / "ref", tmp_path / "ref-index"))
+    credo_here(monkeypatch, capsys, *_stage_args(stage, inp, tmp_path / "ref", tmp_path / "ref-index"))
     took = time.monotonic() - start
     reference = _outputs(tmp_path / "ref")
 
@@ -239,7 +231,7 @@ def test_kill_a_data_stage_at_a_random_point_and_rerun(tmp_path, stage, rng, mon
     if out.exists():  # complete, or not there at all
         assert (out / ".credo-data.json").is_file() and (out / "report.json").is_file(), note
         assert _outputs(out) == reference, note
-    run_here(_stage_args(stage, inp, out, tmp_path / "index") + (["--force"] if out.exists() and not work.exists() else []))
+    credo_here(monkeypatch, capsys, *_stage_args(stage, inp, out, tmp_path / "index"), *(["--force"] if out.exists() and not work.exists() else []))
     assert _outputs(out) == reference, note
     assert not work.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["in", "ref", "out"] + (["ref-index", "index"] if stage == "dedup" else [])), note
@@ -249,3 +241,35 @@ def test_kill_a_data_stage_at_a_random_point_and_rerun(tmp_path, stage, rng, mon
     if stage == "dedup":
         batches = json.loads((tmp_path / "index" / "batches.json").read_text())["batches"]
         assert len(batches) == 1 and batches[0]["kept"] == json.loads((out / "report.json").read_text())["kept"], note
+
+
+@pytest.mark.parametrize("point", ["before-clean-up", "during-clean-up"])
+def test_kill_after_the_output_is_in_place(tmp_path, point, monkeypatch, capsys):
+    """The last moments of a stage, which a random delay seldom hits: OUT renamed into place, the work folder not yet
+    gone (or half deleted). A rerun of the same command finds the run finished and leaves nothing behind."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _corpus(inp)
+    credo_here(monkeypatch, capsys, *_stage_args("tag", inp, tmp_path / "ref", tmp_path / "unused"))
+    hook = {
+        "before-clean-up": "import credo.data.workspace as w\nreal = w.remove_dir\n"
+                           "w.remove_dir = lambda p: die() if (p.parent / 'out').exists() else real(p)",
+        "during-clean-up": "import credo.fsutil as f\nreal = f.shutil.rmtree\n"
+                           "f.shutil.rmtree = lambda p, *a, **k: die() if str(p).endswith('.old') else real(p, *a, **k)",
+    }[point]
+    code = f"""
+import os, signal, sys
+def die(*a):
+    os.kill(os.getpid(), signal.SIGKILL)
+{hook}
+from credo.cli import main
+sys.argv = ["credo", *{_stage_args("tag", inp, out, tmp_path / "unused")!r}]
+main()
+"""
+    proc = spawn([], tmp_path, code=code)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL and (out / ".credo-data.json").is_file()
+    assert hidden(tmp_path)  # the work folder, whole or half deleted
+    finished = not (tmp_path / ".out.credo-work").exists()  # only its deletion was cut short: as after a whole run
+    credo_here(monkeypatch, capsys, *_stage_args("tag", inp, out, tmp_path / "unused"), *(["--force"] if finished else []))
+    assert _outputs(out) == _outputs(tmp_path / "ref")
+    assert hidden(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "ref"]

@@ -219,16 +219,14 @@ def test_force_replaces_only_a_layer_folder(tiny, pirate, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "notes"]
 
 
-def test_stale_temporaries_are_swept_and_live_ones_kept(tiny, pirate, tmp_path):
+def test_stale_temporaries_are_swept_and_live_ones_kept(tiny, pirate, tmp_path, dead_pid):
     """Issue #20.10: kill -9 left hidden .NAME.*.tmp folders (and server .staging ones) that nothing removed."""
     import os
-    import subprocess
-    import sys
     import time
 
     from credo.fsutil import host
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = dead_pid
     here = f"credo-{host()}"
     stale = [tmp_path / f".p.{here}-{dead}-k2j4x_1.tmp", tmp_path / f".p.{here}-{dead}-aaaa.old", tmp_path / f".q.{here}-{dead}-b.staging",
              tmp_path / ".p.abcd_123.tmp"]  # the last one named as before names carried the pid, untouched for two hours

@@ -416,13 +416,11 @@ def test_overwrite_replaces_only_a_layer_folder(served):
     assert (layers / "notes" / "mine.txt").read_text() == "keep me"
 
 
-def test_server_start_sweeps_what_a_killed_compile_left(base, tmp_path):
+def test_server_start_sweeps_what_a_killed_compile_left(base, tmp_path, dead_pid):
     """Issue #20.10: kill -9 left hidden staging folders that nothing removed; those of a live process stay."""
     import os
-    import subprocess
-    import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = dead_pid
     compile_into(tmp_path, base, PIRATE, "pirate")
     from credo.fsutil import host
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from credo.data.errors import DataError
-from credo.fsutil import write_text_atomic
+from credo.fsutil import remove_dir, sweep_stale, write_text_atomic
 
 DATA_DIR = "data"  # kept documents
 REMOVED_DIR = "removed"  # dropped documents, one folder per rule family, each with its reason
@@ -59,10 +58,11 @@ class Workspace:
         for path in (Path(inputs), *others):
             if overlap(self.out, path):
                 raise DataError(f"output {self.out} and {path.expanduser().absolute()} overlap: one must not be, or lie inside, the other")
+        sweep_stale(self.out.parent)  # a work folder a killed run was deleting
         saved = _read_json(self.work / RUN)
         written = _read_json(self.out / MARKER) if self.out.is_dir() else None
         if saved and written and saved.get("id") == written.get("run"):  # killed after OUT was in place: only clean-up was left
-            shutil.rmtree(self.work, ignore_errors=True)
+            remove_dir(self.work)
             if written.get("command") == self.command:
                 self.done = True
                 return
@@ -84,8 +84,7 @@ class Workspace:
         if self.resuming:
             self.run = _read_json(self.work / RUN) or {}
             return self.run
-        if self.work.exists():  # another command's interrupted run (with --force), or one from before run.json existed
-            shutil.rmtree(self.work)
+        remove_dir(self.work)  # another command's interrupted run (with --force), or one from before run.json existed
         self.run = {"id": uuid.uuid4().hex, "command": self.command, **first}
         write_text_atomic(self.work / RUN, json.dumps(self.run, indent=2) + "\n")
         return self.run
@@ -125,7 +124,7 @@ class Workspace:
             trash = self.work / "old"
             os.replace(self.out, trash)
         os.replace(self.staging, self.out)
-        shutil.rmtree(self.work, ignore_errors=True)
+        remove_dir(self.work)  # out of sight in one rename (run.json with it), then deleted
         return self.out
 
 

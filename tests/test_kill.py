@@ -1,6 +1,7 @@
-"""Kill tests: SIGKILL at random points of a compile, a server-side compile and each data stage (and in the middle of
-writing a layer folder). Afterwards the target is complete and verified, or absent; and a rerun of the same command
-finishes with output identical to an uninterrupted run, leaving no hidden leftovers.
+"""Kill tests: SIGKILL at random points of a compile, a server-side compile and each data stage, ingest included, and
+at the moments a random delay seldom hits (half a layer folder written, a stage's output just renamed into place).
+Afterwards the target is complete and verified, or absent; and a rerun of the same command finishes with output
+identical to an uninterrupted run, leaving no hidden leftovers.
 
 The kill points are random (the seed is printed on failure; CREDO_KILL_SEED=N replays one). Every process runs torch on
 one thread, so a rerun in this process and a run in a child compute bit for bit the same. `bench/fuzz_soak.py` repeats
@@ -273,3 +274,26 @@ main()
     credo_here(monkeypatch, capsys, *_stage_args("tag", inp, out, tmp_path / "unused"), *(["--force"] if finished else []))
     assert _outputs(out) == _outputs(tmp_path / "ref")
     assert hidden(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "ref"]
+
+
+def test_kill_ingest_at_a_random_point_and_resume(tmp_path, rng, monkeypatch, capsys, one_thread):
+    """Continued pre-training killed anywhere: the new base is whole or absent, and `--resume` (from the last checkpoint,
+    or a fresh start where there is none) writes the same weights as a run that was never stopped."""
+    from test_data import _tagged
+
+    data = _tagged(tmp_path)
+    args = ["data", "ingest", str(data), "--base", "tiny:0", "--steps", "12", "--seq-len", "16", "--batch-size", "2",
+            "--checkpoint-every", "3", "--layers-dir", str(tmp_path / "no-layers")]
+    credo_here(monkeypatch, capsys, *args, "-o", str(tmp_path / "ref"))
+    expected = json.loads((tmp_path / "ref" / "credo-base.json").read_text())["sha256"]
+    out, work = tmp_path / "new", tmp_path / ".new.ingest-work"
+    delay = rng.uniform(0.0, 3.0)
+    proc = spawn([*args, "-o", str(out)], tmp_path)
+    killed = kill_after(proc, delay, ready=lambda: work.exists())  # the model is loaded and training has begun
+    note = f"seed {SEED}, ingest killed {delay:.2f} s into training: {killed}"
+    if out.exists():
+        assert json.loads((out / "credo-base.json").read_text())["sha256"] == expected, note
+    else:
+        credo_here(monkeypatch, capsys, *args, "-o", str(out), *(["--resume"] if (work / "checkpoint" / "state.json").is_file() else []))
+    assert json.loads((out / "credo-base.json").read_text())["sha256"] == expected, note
+    assert not work.exists() and hidden(tmp_path) == [], note

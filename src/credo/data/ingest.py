@@ -150,7 +150,7 @@ def run_ingest(inp: str | Path, base_spec: str | None, output: str | Path, cfg: 
     from credo.base import BASE_META, load_base, weights_sha256
     from credo.data.io import plan_inputs
     from credo.errors import Interrupted
-    from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable
+    from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable, remove_dir
 
     cfg = cfg or IngestConfig()
     cfg.check()
@@ -238,5 +238,5 @@ def run_ingest(inp: str | Path, base_spec: str | None, output: str | Path, cfg: 
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / BASE_META).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
+    remove_dir(work)  # out of sight in one rename, then deleted: a kill meanwhile leaves a sibling the next write sweeps
     return meta

@@ -49,6 +49,9 @@ def main() -> int:
     parser.add_argument("--base", default=None, help="base spec (default: the embedded Gemma 3 270M)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    from credo.runtime.precision import machine_header
+
+    print(machine_header()[1])
     base = load_base(args.base)
     print(f"base {base.name} {base.short}; time to first token, median of {args.repeats} x {len(PROMPTS)} prompts")
     print(f"{'target':>8} {'context':>8} {'prompt ms':>10} {'cache ms':>9} {'speed-up':>9}")

@@ -95,7 +95,8 @@ def bench_distill(base, manifesto, heldout: int, minutes: list[float], settings:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"# compile bench ({results['when']}, {results['threads']} torch threads, load {results['load']})", ""]
+    lines = [f"# compile bench ({results['when']}, {results['threads']} torch threads, load {results['load']})", "",
+             results["machine_line"], ""]
     lines += ["| manifesto | kind | compile | fidelity | shuffled control | target |", "| --- | --- | --- | --- | --- | --- |"]
     for name, r in results["manifestos"].items():
         if s := r.get("steer"):
@@ -132,6 +133,10 @@ def main() -> None:
     from credo.base import load_base
     from credo.manifesto import Manifesto
 
+    from credo.runtime.precision import machine_header
+
+    machine, machine_line = machine_header()
+    print(machine_line, flush=True)
     settings = dict(kv.split("=", 1) for kv in args.set)
     from credo.layers.registry import _convert
     from credo.layers.distill import DistillConfig
@@ -142,7 +147,7 @@ def main() -> None:
     base = load_base()
     kinds = args.kinds.split(",")
     results = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
-               "load": os.getloadavg()[0], "base": base.name, "manifestos": {}}
+               "load": os.getloadavg()[0], "base": base.name, "machine": machine, "machine_line": machine_line, "manifestos": {}}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -160,6 +160,9 @@ def main() -> None:
     from credo.data.dedup import run_dedup
     from credo.data.executor import RunConfig
     from credo.data.tag import run_tag
+    from credo.runtime.precision import machine_header
+
+    print(machine_header()[1])
 
     tmp = Path(tempfile.mkdtemp(prefix="credo-bench-data-"))
     corpus = tmp / "corpus"

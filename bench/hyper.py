@@ -34,8 +34,7 @@ def keep_statistics_once(base, settings: dict) -> float:
     config = make_config(HyperLayer, settings)
     keep_stats.forget(base)
     wall = time.perf_counter()
-    with torch.autocast(base.device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        keep_stats.keep_moments(base, closed_form.target_modules(base.model, config.targets, config.layers or None))
+    keep_stats.keep_moments(base, closed_form.target_modules(base.model, config.targets, config.layers or None))
     return time.perf_counter() - wall
 
 
@@ -103,11 +102,15 @@ def main() -> None:
     from credo.layers import save_layer
     from credo.manifesto import Manifesto
 
+    from credo.runtime.precision import machine_header
+
+    machine, machine_line = machine_header()
+    print(machine_line, flush=True)
     settings = dict(s.split("=", 1) for s in args.set)
     paths = args.manifestos or sorted((REPO / "examples").glob("*.md")) + sorted((REPO / "bench" / "manifestos").glob("*.md"))
     base = load_base()
     out: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
-                 "settings": settings, "limit": args.limit, "size": args.size,
+                 "machine": machine, "machine_line": machine_line, "settings": settings, "limit": args.limit, "size": args.size,
                  "keep_statistics_once_s": round(keep_statistics_once(base, settings), 2), "manifestos": {}}
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -164,6 +167,7 @@ def _ppl(row: dict, base: dict) -> str:
 def markdown(out: dict) -> str:
     """One row per manifesto, against the issue's targets: compile <= 10 s, fidelity >= 0.7, capability within 2%."""
     lines = [f"# hyper bench ({out['when']}, {out['threads']} torch threads, settings {out['settings'] or 'defaults'})", "",
+             out.get("machine_line", ""), "",
              f"Once per base, before the first compile: keep statistics {out.get('keep_statistics_once_s', 0):.1f} s "
              "(read from disk by every compile after).", "",
              "| manifesto | compile wall / CPU s | recompile after an edit, wall s | fidelity (held-out) | control | fidelity (eval) | control | ppl vs base | "

@@ -58,6 +58,10 @@ def main() -> None:
     from credo.layers import compile_layer
     from credo.manifesto import Manifesto
 
+    from credo.runtime.precision import machine_header
+
+    machine, machine_line = machine_header()
+    print(machine_line, flush=True)
     paths = args.manifestos or sorted((REPO / "examples").glob("*.md"))
     settings = dict(s.split("=", 1) for s in args.set)
     data = default_data_dir()
@@ -67,10 +71,10 @@ def main() -> None:
         p.stem: Row(p.stem, "layer", base, compile_layer(Manifesto.from_file(p), base, "hyper", settings)) for p in paths}
     hits = {name: choice_hits(row, items, progress=True) for name, row in rows.items()}
     ppl = {name: perplexity(row, texts)["perplexity"] for name, row in rows.items()}
-    out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": args.threads, "settings": settings,
+    out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": args.threads, "machine": machine, "settings": settings,
            "items": len(items), "texts": len(texts), "rows": {}}
     lines = [f"# hyper capability, paired ({out['when']}, {len(items)} HellaSwag items, {len(texts)} neutral texts, "
-             f"settings {settings or 'defaults'})", "",
+             f"settings {settings or 'defaults'})", "", machine_line, "",
              "| row | HellaSwag | vs base (paired SE) | perplexity | vs base |", "| --- | --- | --- | --- | --- |"]
     for name in rows:
         acc = sum(hits[name]) / len(items)

@@ -52,6 +52,10 @@ def main() -> None:
     from credo.layers._teacher import Runner, heldout_report
     from credo.manifesto import Manifesto
 
+    from credo.runtime.precision import machine_header
+
+    machine, machine_line = machine_header()
+    print(machine_line, flush=True)
     fixed = dict(s.split("=", 1) for s in args.set)
     axes = [(k, vs.split(",")) for k, vs in (g.split("=", 1) for g in args.grid)]
     combos = [fixed | dict(zip([k for k, _ in axes], vals)) for vals in itertools.product(*[vs for _, vs in axes])] or [fixed]
@@ -59,7 +63,7 @@ def main() -> None:
     texts = neutral_texts(default_data_dir(), args.texts) if args.texts else []
     base_ppl = perplexity(base, None, texts) if texts else math.nan
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": torch.get_num_threads(),
-           "heldout": args.heldout, "texts": len(texts), "base_perplexity": base_ppl, "runs": []}
+           "machine": machine, "machine_line": machine_line, "heldout": args.heldout, "texts": len(texts), "base_perplexity": base_ppl, "runs": []}
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     results = REPO / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
@@ -83,7 +87,7 @@ def main() -> None:
 
 def markdown(out: dict) -> str:
     lines = [f"# hyper sweep ({out['when']}, {out['threads']} threads, {out['heldout']} held-out prompts, "
-             f"{out['texts']} neutral texts, base perplexity {out['base_perplexity']:.2f})", "",
+             f"{out['texts']} neutral texts, base perplexity {out['base_perplexity']:.2f})", "", out.get("machine_line", ""), "",
              "| manifesto | settings | compile wall s (warm) | fidelity | ppl vs base |", "| --- | --- | --- | --- | --- |"]
     for r in out["runs"]:
         ppl = f"{r['ppl_vs_base']:+.1%}" if r["ppl_vs_base"] is not None else "–"

@@ -175,7 +175,10 @@ def main() -> None:
     from credo.base import load_base
     from credo.layers import compile_layer, save_layer
     from credo.manifesto import Manifesto
+    from credo.runtime.precision import machine_header
 
+    machine, machine_line = machine_header()
+    print(machine_line, flush=True)
     base = load_base(None)
     work = Path(tempfile.mkdtemp(prefix="credo-bench-serve-"))
     layers = work / "layers"
@@ -246,6 +249,7 @@ def main() -> None:
         "switch_mechanism": mechanism,
         "load": load,
         "threads": args.threads,
+        "machine": machine,
     }
     print(json.dumps(figures, indent=2))
     print(f"served/raw tokens/s: {figures['ratio']:.3f} (target >= 0.85); identity switch adds {figures['switch_cost_ms']:.2f} ms end to end over HTTP, "

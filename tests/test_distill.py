@@ -12,7 +12,7 @@ from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
 from credo.layers.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
 
-FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, bf16=False, warmup=1)
+FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, warmup=1)
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def wide():
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")  # training in float32 whatever the machine: the same steps everywhere
 
 
 def test_budget_parses_minutes_and_steps():
@@ -173,11 +174,15 @@ def test_an_adapter_that_never_beats_the_base_is_a_no_op(wide, pirate, monkeypat
     assert all(float(weights.delta(m).abs().max()) == 0.0 for m in weights.modules)
 
 
-def test_greedy_answers_use_a_cheap_head_but_pick_the_same_tokens(tiny, pirate):
-    """Greedy-only generation (k = 1) scores the output head in bfloat16 and rescores a shortlist exactly: its tokens
-    must be those of the float32 head, and so must its log-probabilities, within bfloat16's error."""
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_greedy_answers_use_a_cheap_head_but_pick_the_same_tokens(tiny, pirate, monkeypatch, precision):
+    """Greedy-only generation (k = 1) scores the output head in the chosen precision and rescores a shortlist exactly:
+    its tokens must be those of the float32 head, and so must its log-probabilities, within bfloat16's error."""
     from credo.layers._teacher import Runner
     from credo.layers.prompt import manifesto_context
+    from credo.runtime.precision import of
+
+    monkeypatch.setenv("CREDO_PRECISION", precision)
 
     runner = Runner(tiny, manifesto_context(pirate, tiny), batch=4)
     prompts = ["Hello! Who are you?", "How do I make tea?", "Tell me about the sea.", "Why?"]
@@ -187,7 +192,7 @@ def test_greedy_answers_use_a_cheap_head_but_pick_the_same_tokens(tiny, pirate):
     for g, f in zip(greedy, full):
         torch.testing.assert_close(g.top_logp[:, 0], f.top_logp[:, 0], atol=0.05, rtol=0.0)
     hidden = torch.randn(64, tiny.model.config.hidden_size)
-    token, _ = tiny.greedy_next(hidden)
+    token, _ = tiny.greedy_next(hidden, of(tiny).dtype)
     assert torch.equal(token, tiny.model.lm_head(hidden).argmax(-1))
 
 

@@ -67,3 +67,19 @@ def test_the_kept_heap_can_be_turned_off_and_is_taken_by_glibc(monkeypatch):
     assert allocator.keep_freed_memory() is False
     monkeypatch.setenv("CREDO_KEEP_HEAP", "1")
     assert allocator.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_a_cache_that_starts_empty_writes_in_place(tiny):
+    """The shared-prefix rows start from an empty state: their appends must go into the buffer, not fall back to a
+    concatenation at every step (an empty view's data_ptr is 0, which once sent every step down the slow path)."""
+    from credo.layers.cache import PrefixState
+
+    kvh, hd = tiny.model.config.num_key_value_heads, tiny.model.config.head_dim
+    layers = tiny.model.config.num_hidden_layers
+    empty = PrefixState([], [torch.zeros(1, kvh, 0, hd)] * layers, [torch.zeros(1, kvh, 0, hd)] * layers, [0] * layers)
+    cache = empty.to_cache(tiny.model.config, rows=2, room=8)
+    layer = cache.layers[0]
+    for step in range(3):
+        keys, values = layer.update(torch.randn(2, kvh, 1, hd), torch.randn(2, kvh, 1, hd))
+        assert keys.shape[-2] == step + 1
+        assert keys._base is not None and keys.untyped_storage().nbytes() == 2 * kvh * 8 * hd * 4  # the buffer's own

@@ -91,6 +91,22 @@ def test_edit_one_clause_reports_what_changed(tiny, short, layer, tmp_path):
     assert "->" in changes["overall"]["first_token_fidelity_heldout"]
 
 
+def test_the_compile_follows_the_chosen_precision_and_the_layer_records_it(tiny, short, monkeypatch):
+    """No per-kind bf16 setting: the compile runs in what `credo.runtime.precision` chose, and the layer says which."""
+    from credo.runtime import precision
+
+    for name in ("bf16", "fp32"):
+        monkeypatch.setenv("CREDO_PRECISION", name)
+        seen: list[bool] = []
+        real = precision.lowered_linears
+        monkeypatch.setattr(precision, "lowered_linears", lambda model, dtype: seen.append(True) or real(model, dtype))
+        info = compile_layer(short, tiny, "hyper", FAST).info
+        assert info.precision == name and info.device.startswith("cpu ")
+        assert bool(seen) == (name == "bf16")  # fp32: no bf16 copies, no autocast
+    with pytest.raises(CredoError, match="--precision"):
+        compile_layer(short, tiny, "hyper", {"bf16": "false"})
+
+
 @pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}, {"chat_probes": "-1"}])
 def test_bad_settings_fail_with_one_line(tiny, short, setting):
     with pytest.raises(CredoError) as e:
@@ -154,29 +170,42 @@ def test_outputs_recorded_while_generating_equal_a_teacher_forced_pass(tiny, sho
     torch.testing.assert_close(rec.first_final, first, atol=1e-4, rtol=1e-4)
 
 
+def _corrupt(path) -> None:
+    """Replace a cache file by garbage (a new file renamed over it, not rewritten in place: tensors read earlier are
+    mapped from the old file's pages, and truncating it under them is a bus error, not a corrupt cache)."""
+    tmp = path.with_name(path.name + ".bad")
+    tmp.write_bytes(b"not safetensors")
+    tmp.replace(path)
+
+
 def test_base_first_states_are_computed_once_per_prompt_and_a_corrupt_cache_is_recomputed(tiny, monkeypatch):
     from credo.hyper import base_states, closed_form
     from credo.hyper.batch import make_batch
 
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")  # the reference below runs in float32
     convs = [tiny.encode(tiny.format_chat([{"role": "user", "content": p}])) for p in ("hi", "why is the sea salty?")]
     bos, pad = [tiny.tokenizer.bos_token_id], tiny.tokenizer.pad_token_id or 0
     first = base_states.base_first_states(tiny, convs, bos, pad)
     alone = closed_form.final_states(tiny, make_batch([bos + convs[1]], [0], pad), torch.tensor([len(convs[1])]))
     torch.testing.assert_close(first[1:], alone, atol=1e-5, rtol=1e-5)
-    real = closed_form.final_states
+    real = closed_form.last_states
     calls: list[int] = []
-    monkeypatch.setattr(closed_form, "final_states", lambda b, batch, look: calls.append(batch.ids.shape[0]) or real(b, batch, look))
+    monkeypatch.setattr(closed_form, "last_states", lambda b, seqs, pad: calls.append(len(seqs)) or real(b, seqs, pad))
     again = base_states.base_first_states(tiny, [convs[1], convs[0], convs[1] + [7]], bos, pad)
     assert calls == [1]  # only the new prompt ran
     torch.testing.assert_close(again[:2], first.flip(0))
-    base_states._path(tiny).write_bytes(b"not safetensors")
+    _corrupt(base_states._path(tiny))
     torch.testing.assert_close(base_states.base_first_states(tiny, convs, bos, pad), first, atol=1e-5, rtol=1e-5)
     assert calls == [1, 2]
+    monkeypatch.setenv("CREDO_PRECISION", "bf16")  # the other precision keeps its own states
+    base_states.base_first_states(tiny, convs, bos, pad)
+    assert calls == [1, 2, 2]
 
 
 def test_keep_moments_are_the_inputs_second_moments_computed_once_and_a_corrupt_cache_is_recomputed(tiny, monkeypatch):
     from credo.hyper import closed_form, keep_stats
 
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")  # the reference below runs in float32
     modules = closed_form.target_modules(tiny.model, ["o_proj"], [0])
     first = keep_stats.keep_moments(tiny, modules)
     (name, moment), = first.items()
@@ -184,7 +213,7 @@ def test_keep_moments_are_the_inputs_second_moments_computed_once_and_a_corrupt_
     torch.testing.assert_close(moment, moment.T)
     assert float(torch.linalg.eigvalsh(moment).min()) > -1e-5  # a second moment: positive semi-definite
     cached = keep_stats._read(keep_stats._path(tiny))
-    ids, lengths = cached["corpus/ids"], cached["corpus/lengths"]
+    ids, lengths = cached["fp32/corpus/ids"], cached["fp32/corpus/lengths"]
     assert len(lengths) == len(keep_stats.OPENINGS) * keep_stats.SAMPLES + 14 and int(lengths.max()) > 20
     # the moment is E[x x^T] over every token after the BOS of every row, as the bare base runs over it
     xs: list[torch.Tensor] = []
@@ -197,29 +226,37 @@ def test_keep_moments_are_the_inputs_second_moments_computed_once_and_a_corrupt_
     torch.testing.assert_close(moment, x.T @ x / len(x), atol=1e-4, rtol=1e-3)
     calls: list[int] = []
     real = keep_stats._corpus
-    monkeypatch.setattr(keep_stats, "_corpus", lambda b: calls.append(1) or real(b))
+    monkeypatch.setattr(keep_stats, "_corpus", lambda b, dtype: calls.append(1) or real(b, dtype))
     torch.testing.assert_close(keep_stats.keep_moments(tiny, modules)[name], moment)
     assert calls == []  # read back, not sampled again
-    keep_stats._path(tiny).write_bytes(b"not safetensors")
+    _corrupt(keep_stats._path(tiny))
     torch.testing.assert_close(keep_stats.keep_moments(tiny, modules)[name], moment, atol=1e-5, rtol=1e-5)
     assert calls == [1]  # the corrupt file was recomputed (same seed, same text, same moment)
+    monkeypatch.setenv("CREDO_PRECISION", "bf16")  # the other precision samples and keeps its own text and moments
+    keep_stats.keep_moments(tiny, modules)
+    assert calls == [1, 1] and {"fp32/corpus/ids", "bf16/corpus/ids", f"fp32/{name}", f"bf16/{name}"} <= set(keep_stats._read(keep_stats._path(tiny)))
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")
+    torch.testing.assert_close(keep_stats.keep_moments(tiny, modules)[name], moment, atol=1e-5, rtol=1e-5)
+    assert calls == [1, 1]
 
 
 def test_bf16_linears_change_no_bits_and_restore_the_float32_weights(tiny, short, monkeypatch):
-    """The compile swaps in bf16 copies of the decoder's linear weights (autocast would cast them again on every call):
-    the adapter must be bitwise the one autocast's own casts give, and the base must come back float32, even on error."""
+    """Under bf16 the compile swaps in bf16 copies of the decoder's linear weights (autocast would cast them again on
+    every call): the adapter must be bitwise the one autocast's own casts give, and the base must come back float32,
+    even on error."""
     import contextlib
 
-    from credo.base import Base
+    from credo.runtime import precision
 
+    monkeypatch.setenv("CREDO_PRECISION", "bf16")
     swapped = compile_layer(short, tiny, "hyper", FAST)
-    monkeypatch.setattr(Base, "bf16_linears", lambda self: contextlib.nullcontext())
+    monkeypatch.setattr(precision, "lowered_linears", lambda model, dtype: contextlib.nullcontext())
     plain = compile_layer(short, tiny, "hyper", FAST)
     monkeypatch.undo()
     for m in plain.weights.modules:
         assert torch.equal(swapped.weights.a[m], plain.weights.a[m]) and torch.equal(swapped.weights.b[m], plain.weights.b[m])
     before = {n: p.clone() for n, p in tiny.model.named_parameters()}
-    with pytest.raises(RuntimeError), tiny.bf16_linears():
+    with pytest.raises(RuntimeError), precision.lowered_linears(tiny.model, torch.bfloat16):
         assert tiny.model.model.layers[0].self_attn.o_proj.weight.dtype == torch.bfloat16
         raise RuntimeError("interrupted")
     for n, p in tiny.model.named_parameters():
@@ -262,3 +299,17 @@ def test_chat_probes_take_that_many_pool_prompts_spread_over_it(tiny, short):
     from credo.layers.hyper import _spread
 
     assert _spread(list(range(10)), 3) == [0, 3, 6] and _spread([1, 2], 5) == [1, 2] and _spread([1, 2], None) == [1, 2]
+
+
+def test_last_states_of_packed_rows_are_each_sequence_alone(tiny):
+    """The quick look reads the base's and the layer's first-token states off packed rows: each must be what its
+    sequence gives run alone."""
+    from credo.hyper import closed_form
+    from credo.hyper.batch import make_batch
+
+    seqs = [tiny.encode(t, bos=True) for t in ("User: hi\nAssistant:", "User: tell me a story about the sea\nAssistant:", "why", "a b c d")]
+    packed = closed_form.last_states(tiny, seqs, 0)
+    assert packed.shape[0] == len(seqs)
+    for s, state in zip(seqs, packed):
+        alone = closed_form.final_states(tiny, make_batch([s], [0], 0), torch.tensor([len(s) - 1]))
+        torch.testing.assert_close(state[None], alone, atol=1e-4, rtol=1e-4)

@@ -14,7 +14,7 @@ from credo.layers.steer import CONTROL_GGUF, read_control_gguf
 from credo.manifesto import Manifesto
 
 STEER = {"prompts": "4", "calibrate": "2", "answer_tokens": "4", "heldout": "2", "control": "false", "layers": "1,2", "strengths": "1,2"}
-DISTILL = {"prompts": "4", "batch": "2", "answer_tokens": "4", "topk": "8", "r": "4", "alpha": "8", "heldout": "0", "control": "false", "budget": "2", "bf16": "false"}
+DISTILL = {"prompts": "4", "batch": "2", "answer_tokens": "4", "topk": "8", "r": "4", "alpha": "8", "heldout": "0", "control": "false", "budget": "2"}
 EXTRA = Manifesto.from_text("# Nuance\n\n- Keep every answer under twenty words.\n", source="extra.md")
 PROMPT, ANSWER = "Hello! Who are you?", "Arr matey"
 
@@ -22,6 +22,7 @@ PROMPT, ANSWER = "Hello! Who are you?", "Arr matey"
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")  # distill trains in float32 whatever the machine: the same steps everywhere
 
 
 def logits(base, layer):

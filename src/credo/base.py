@@ -6,13 +6,11 @@ into a safetensors folder under the cache, so later loads take seconds; nothing 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ class Base:
     sha256: str
     spec: str
     gguf: Path | None = None
+    _head_copy: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)  # the head in a reduced dtype
 
     @property
     def short(self) -> str:
@@ -90,56 +89,46 @@ class Base:
         ids.update(vocab[tok] for tok in ("<end_of_turn>", "<|im_end|>", "<|eot_id|>") if tok in vocab)
         return {i for i in ids if i is not None}
 
-    @functools.cached_property
-    def _head_bf16(self) -> torch.Tensor:
-        return self.model.get_output_embeddings().weight.detach().to(torch.bfloat16)
+    def _head_in(self, dtype: torch.dtype) -> torch.Tensor:
+        """The output head's weight in `dtype`: a reduced copy is cast once and kept (autocast would cast the 262k x
+        640 head again on every call)."""
+        head = self.model.get_output_embeddings().weight.detach()
+        if dtype == head.dtype:
+            return head
+        if self._head_copy is None or self._head_copy.dtype != dtype:
+            self._head_copy = head.to(dtype)
+        return self._head_copy
 
     @torch.no_grad()
     def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The output head's logits (float32), through the cached bf16 head under bf16 autocast: the same bits as
-        autocast's own cast of the 262k x 640 head, which it would redo on every call."""
-        if torch.is_autocast_enabled(self.device.type) and torch.get_autocast_dtype(self.device.type) == torch.bfloat16:
-            logits = self.rough_logits(hidden).float()
-        else:
-            logits = self.model.lm_head(hidden).float()
+        """The output head's logits (float32). Under a reduced-precision autocast, through the kept copy of the head:
+        the same bits as autocast's own cast of the head, which it would redo on every call."""
+        device = self.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+        logits = torch.nn.functional.linear(hidden.to(dtype), self._head_in(dtype)).float()
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    @contextlib.contextmanager
-    def bf16_linears(self) -> Iterator[None]:
-        """The decoder's linear weights swapped for bf16 copies while a bf16-autocast pass runs, float32 restored after.
-
-        Autocast keeps its casts only for weights that require grad, so a frozen model's 126 linear weights are cast
-        again in every forward call: 1.2 s of `aten::copy_` in a 10 s hyper compile (2026-12-01). The copies are the
-        same bits as those casts (round to nearest), so outputs do not change. Not for code that other threads run
-        on this model meanwhile (the server runs compiles on its model worker)."""
-        linears = [m for m in self.model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
-        saved = [m.weight.data for m in linears]
-        try:
-            for m in linears:
-                m.weight.data = m.weight.data.to(torch.bfloat16)
-            yield
-        finally:
-            for m, w in zip(linears, saved):
-                m.weight.data = w
-
-    def rough_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The output head's logits in bfloat16 from the cached bf16 head, before any softcap: good enough to pick
-        candidates from (they err by ~0.1), 3-4x cheaper than the float32 head on CPU."""
-        return torch.nn.functional.linear(hidden.to(torch.bfloat16), self._head_bf16)
+    def rough_logits(self, hidden: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The output head's logits in `dtype` (the precision `credo.runtime.precision` chose), before any softcap:
+        good enough to pick candidates from (in bf16 they err by ~0.1, and run 3-4x faster where bf16 is fast; in
+        float32 they are exact)."""
+        return torch.nn.functional.linear(hidden.to(dtype), self._head_in(dtype))
 
     @torch.no_grad()
-    def greedy_next(self, hidden: torch.Tensor, shortlist: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    def greedy_next(self, hidden: torch.Tensor, dtype: torch.dtype, shortlist: int = 8, logp: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The exact greedy next token for each final hidden state (B, d), and its log-probability (to ~1e-2).
 
-        On CPU the 262k-wide output head costs more than the whole body at decode time; in bfloat16 it runs 3-4x
-        faster (2 cores: 0.55 s vs 0.15 s for 51 rows). bf16 logits err by ~0.1, so their top `shortlist` candidates
-        are rescored exactly in float32 and the argmax is taken among them: the same token the float32 head picks.
-        The rough logits stay in bf16 for the shortlist and the normaliser (a float copy of 51 x 262k values and a
-        float32 logsumexp over it took longer than the head's matmul, 2026-11-23).
+        On CPU the 262k-wide output head costs more than the whole body at decode time. It runs in `dtype`, the chosen
+        precision (`rough_logits`): where bf16 is fast it runs 3-4x faster than float32 (2 cores with AMX: 0.55 s vs 0.15 s for 51
+        rows), but its logits err by ~0.1, so their top `shortlist` candidates are rescored exactly in float32 and the
+        argmax is taken among them: the same token the float32 head picks. The rough logits stay in their precision
+        for the shortlist and the normaliser (a float copy of 51 x 262k values and a float32 logsumexp over it took
+        longer than the bf16 head's matmul, 2026-11-23). With `logp` False the normaliser is skipped (None for the
+        log-probability): a caller that only wants the tokens saves about a tenth of the head.
         """
         head = self.model.get_output_embeddings().weight
-        rough = self.rough_logits(hidden)
+        rough = self.rough_logits(hidden, dtype)
         cand = rough.topk(shortlist, -1).indices  # (B, k); a softcap is monotonic: the same candidates
         exact = torch.einsum("bd,bkd->bk", hidden.float(), head[cand].float())
         cap = getattr(self.model.config, "final_logit_softcapping", None)
@@ -147,12 +136,13 @@ class Base:
             rough, exact = torch.tanh(rough.float() / cap) * cap, torch.tanh(exact / cap) * cap
         best = exact.argmax(-1)
         token = cand.gather(-1, best[:, None])[:, 0]
+        if not logp:
+            return token, None
         top = exact.gather(-1, best[:, None])[:, 0]
         # the normaliser, in place (a fresh 51 x 262k tensor costs its page faults) and summed in the rough precision (a
         # float32 sum took 26 ms a step, this 4 ms; the log-normaliser then errs by ~4e-3), shifted by the exact best logit
         norm = top + torch.log(rough.sub_(top[:, None].to(rough.dtype)).exp_().sum(-1).float())  # rough is not read after
-        logp = top - norm
-        return token, logp
+        return token, top - norm
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

@@ -24,6 +24,16 @@ DEFAULT_LAYERS_DIR = Path("layers")
 PLUGINS = ["credo.eval.cli", "credo.server.cli", "credo.data.cli"]
 
 
+PRECISION_HELP = "auto (what this machine runs faster: bf16 only where it measures faster), fp32 or bf16; default $CREDO_PRECISION, else auto."
+
+
+def use_precision(precision: Optional[str]) -> None:
+    """Apply a command's --precision for this process (None: $CREDO_PRECISION, else auto)."""
+    from credo.runtime.precision import choose
+
+    choose(precision)
+
+
 def parse_settings(settings: list[str]) -> dict[str, str]:
     pairs = {}
     for item in settings:
@@ -46,8 +56,10 @@ def compile(
     layers_dir: Path = typer.Option(DEFAULT_LAYERS_DIR, "--layers-dir", help="With --all: the folder of layer folders."),
     on: Optional[Path] = typer.Option(None, "--on", help="Compile on top of this layer folder (stacking); the result loads as one layer."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Training budget for kinds that train (distill): minutes like 10m or steps like 200."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
     """Compile a manifesto into an identity layer (or, with --all, recompile layers for a new base)."""
+    use_precision(precision)
     from credo.base import load_base
     from credo.layers import compile_layer, get_kind, save_layer
     from credo.layers.folder import check_target
@@ -83,7 +95,8 @@ def compile(
     else:
         layer = compile_layer(m, b, kind, parse_settings(settings), name=name)
     save_layer(layer, folder, overwrite=force)
-    out.print(f"compiled [bold]{m.name}[/bold] as [bold]{kind}[/bold] in {layer.info.compile_seconds:.1f}s -> {folder}")
+    out.print(f"compiled [bold]{m.name}[/bold] as [bold]{kind}[/bold] in {layer.info.compile_seconds:.1f}s "
+              f"({layer.info.precision} on {layer.info.device}) -> {folder}")
     for key, value in layer.info.report.items():
         out.print(f"  {key}: {value}")
 
@@ -166,14 +179,14 @@ def layers_ls(directory: Path = typer.Argument(DEFAULT_LAYERS_DIR, help="Folder 
     if not rows:
         out.print(f"no layers in {directory}")
         return
-    table = Table("layer", "kind", "manifesto", "base", "compiled", "seconds", "status")
+    table = Table("layer", "kind", "manifesto", "base", "compiled", "seconds", "precision", "status")
     for path, info, status in rows:
         if info is None:
-            table.add_row(shown(path.name), "", "", "", "", "", f"[red]{shown(status)}[/red]")
+            table.add_row(shown(path.name), "", "", "", "", "", "", f"[red]{shown(status)}[/red]")
         else:
             table.add_row(
                 shown(path.name), shown(info.kind), shown(str(info.manifesto.get("name", ""))), f"{info.base.get('name', '')} {info.base['sha256'][:12]}",
-                info.created, f"{info.compile_seconds:.1f}", status,
+                info.created, f"{info.compile_seconds:.1f}", f"{info.precision} {info.device}".strip() or "-", status,
             )
     out.print(table)
 
@@ -185,10 +198,12 @@ def demo(
     base: Optional[str] = typer.Option(None, "--base"),
     output: Path = typer.Option(Path("layers/demo"), "--output", "-o", help="Where the demo's layers go."),
     max_tokens: int = typer.Option(48, "--max-tokens", "-n", min=1, max=512),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
 ) -> None:
     """Compile one manifesto into every layer kind and print them side by side."""
     from credo.demo import run_demo
 
+    use_precision(precision)
     run_demo(manifesto, kinds.split(",") if kinds else None, base, output, max_tokens, out)
 
 

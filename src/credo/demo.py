@@ -48,6 +48,7 @@ def _compile_or_reuse(manifesto, base, kind: str, folder: Path, console: Console
     from credo.layers import compile_layer, get_kind, load_layer, save_layer
     from credo.layers.folder import read_info
     from credo.layers.registry import make_config
+    from credo.runtime.precision import of
 
     cls = get_kind(kind)
     settings = dict(cls.demo_settings)
@@ -55,6 +56,7 @@ def _compile_or_reuse(manifesto, base, kind: str, folder: Path, console: Console
         try:
             info = read_info(folder)
             same = info.manifesto["sha256"] == manifesto.sha256 and info.base["sha256"] == base.sha256 and info.kind == kind
+            same = same and _precision_of(info) in ("", of(base).name)
             if same and _settings_match(info.params, make_config(cls, settings), cls.resolved_settings):
                 return load_layer(folder, base), True
         except Exception:  # a stale or broken demo folder is simply recompiled
@@ -63,6 +65,14 @@ def _compile_or_reuse(manifesto, base, kind: str, folder: Path, console: Console
         layer = compile_layer(manifesto, base, kind, settings, name=folder.name)
     save_layer(layer, folder, overwrite=True)
     return layer, False
+
+
+def _precision_of(info) -> str:
+    """The precision a layer was compiled in: recorded since 2026-12-03; before, distill and hyper kept a `bf16`
+    setting (True by default), and the other kinds ran in float32 whatever the machine ("": any will do)."""
+    if info.precision:
+        return info.precision
+    return ("bf16" if info.params["bf16"] else "fp32") if "bf16" in info.params else ""
 
 
 def _settings_match(params: dict, config: object, resolved: tuple[str, ...] = ()) -> bool:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from credo.fsutil import save_tensors_atomic
 from credo.hyper import closed_form
-from credo.hyper.batch import make_batch
+from credo.runtime.precision import compute
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,9 +37,8 @@ def _key(conv: list[int], precision: str) -> str:
 
 
 def base_first_states(base: Base, convs: list[list[int]], bos: list[int], pad: int) -> torch.Tensor:
-    """(len(convs), hidden): the bare base's final hidden state at each conversation's last token (after `bos`)."""
-    precision = "bf16" if torch.is_autocast_enabled(base.device.type) else "fp32"  # the two differ: keep them apart
-    keys = [_key(c, precision) for c in convs]
+    """(len(convs), hidden): the bare base's final hidden state at each conversation's last token (after `bos`), in the
+    chosen precision (`credo.runtime.precision`; the two precisions differ: each keeps its own states)."""
     path = _path(base)
     known: dict[str, torch.Tensor] = {}
     if path.is_file():
@@ -47,12 +46,13 @@ def base_first_states(base: Base, convs: list[list[int]], bos: list[int], pad: i
             known = load_file(str(path))
         except (SafetensorError, OSError, ValueError):
             known = {}
-    missing = sorted({k: i for i, k in enumerate(keys) if k not in known}.values(), key=lambda i: len(convs[i]))
-    if missing:
-        rows = [bos + convs[i] for i in missing]
-        states = closed_form.final_states(base, make_batch(rows, [0] * len(rows), pad), torch.tensor([len(r) - 1 for r in rows]))
-        known.update({keys[i]: s.float().contiguous() for i, s in zip(missing, states)})
-        save_tensors_atomic(path, known)
+    with compute(base) as precision:
+        keys = [_key(c, precision.name) for c in convs]
+        missing = list({k: i for i, k in enumerate(keys) if k not in known}.values())
+        if missing:
+            states = closed_form.last_states(base, [bos + convs[i] for i in missing], pad)
+            known.update({keys[i]: s.float().contiguous() for i, s in zip(missing, states)})
+            save_tensors_atomic(path, known)
     return torch.stack([known[k] for k in keys])
 
 

@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from credo.fsutil import save_tensors_atomic
 from credo.hyper.batch import chunk_width, make_batch, run_body
 from credo.hyper.texts import NEUTRAL_PROSE
+from credo.runtime.precision import compute
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,17 +57,24 @@ def _path(base: Base) -> Path:
 
 
 def keep_moments(base: Base, modules: dict[str, torch.nn.Linear]) -> dict[str, torch.Tensor]:
-    """Per module name: E[x xᵀ] (in, in) of its inputs over the generic text, float32, read from the cache if there."""
-    precision = "bf16" if torch.is_autocast_enabled(base.device.type) else "fp32"  # the two differ: keep them apart
+    """Per module name: E[x xᵀ] (in, in) of its inputs over the generic text, float32, read from the cache if there.
+
+    The text is sampled and the moments taken in the chosen precision (`credo.runtime.precision`); the two precisions
+    give different text and moments, so each keeps its own under its name."""
     path = _path(base)
     known = _read(path)
-    keys = {name: f"{precision}/{name}" for name in modules}
-    missing = {name: mod for name, mod in modules.items() if keys[name] not in known}
-    if missing:
-        ids, lengths = (known["corpus/ids"], known["corpus/lengths"]) if "corpus/ids" in known else _corpus(base)
-        known["corpus/ids"], known["corpus/lengths"] = ids, lengths
-        known.update({keys[name]: m for name, m in _moments(base, missing, ids, lengths.tolist()).items()})
-        save_tensors_atomic(path, known)
+    with compute(base) as precision:
+        text = f"{precision.name}/corpus"
+        if f"{text}/ids" not in known:  # moments are kept only beside the text they were taken over
+            known = {k: v for k, v in known.items() if not k.startswith(f"{precision.name}/")}
+        keys = {name: f"{precision.name}/{name}" for name in modules}
+        missing = {name: mod for name, mod in modules.items() if keys[name] not in known}
+        if missing:
+            if f"{text}/ids" not in known:
+                known[f"{text}/ids"], known[f"{text}/lengths"] = _corpus(base, precision.dtype)
+            moments = _moments(base, missing, known[f"{text}/ids"], known[f"{text}/lengths"].tolist())
+            known.update({keys[name]: m for name, m in moments.items()})
+            save_tensors_atomic(path, known)
     return {name: known[keys[name]] for name in modules}
 
 
@@ -81,21 +89,21 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def _corpus(base: Base) -> tuple[torch.Tensor, torch.Tensor]:
+def _corpus(base: Base, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The generic text as right-padded ids (rows, T) and lengths: the prose, then the base's samples (seeded)."""
     rows = [base.encode(t, bos=True) for t in NEUTRAL_PROSE]
     starts = [base.encode(o, bos=True) for o in OPENINGS for _ in range(SAMPLES)]
-    with torch.autocast(base.device.type, dtype=torch.bfloat16), base.bf16_linears():
-        rows += _sample(base, starts, SAMPLE_TOKENS, TOP_K, torch.Generator(device=base.device).manual_seed(0))
+    rows += _sample(base, starts, SAMPLE_TOKENS, TOP_K, torch.Generator(device=base.device).manual_seed(0), dtype)
     b = make_batch(rows, [0] * len(rows), base.tokenizer.pad_token_id or 0)
     return b.ids, torch.tensor(b.lengths)
 
 
-def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: torch.Generator) -> list[list[int]]:
+def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: torch.Generator, dtype: torch.dtype) -> list[list[int]]:
     """Top-k sampled continuations of `starts`, one left-padded batch, each cut at its first stop token.
 
-    Its own loop, not `generate`: the output head runs in bf16 from the cached copy and only its top k leave bf16
-    (2 cores, 96 rows x 96 tokens, 2026-12-01: `generate` 85 s, this loop 17 s)."""
+    Its own loop, not `generate`: the output head runs in the chosen precision (`Base.rough_logits`, a kept copy under
+    bf16) and only its top k are softmaxed in float32 (2 cores with AMX, 96 rows x 96 tokens, 2026-12-01: `generate`
+    85 s, this loop 17 s)."""
     from tqdm import tqdm
     from transformers import DynamicCache
 
@@ -109,7 +117,7 @@ def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: t
     out: list[torch.Tensor] = []
     for _ in tqdm(range(tokens), desc="hyper: the base writes its keep text (once per base)", leave=False):
         hidden = base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
-        rough = base.rough_logits(hidden[:, -1])
+        rough = base.rough_logits(hidden[:, -1], dtype)
         top, cand = rough.topk(top_k, -1)
         top = top.float()
         if cap:
@@ -138,7 +146,7 @@ def _moments(base: Base, modules: dict[str, torch.nn.Linear], ids: torch.Tensor,
     def add(name: str, x: torch.Tensor) -> None:
         rows = x.detach()[masks[seen[name]].to(x.device)].float()
         seen[name] += 1
-        with torch.autocast(x.device.type, enabled=False):  # the pass may run in bfloat16; the sums never do
+        with torch.autocast(x.device.type, enabled=False):  # the pass may run in a reduced precision; the sums never do
             sums[name].addmm_(rows.T, rows)
 
     with contextlib.ExitStack() as stack:

@@ -67,7 +67,7 @@ def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context:
         part_prompts = rows_all[lo : lo + batch]
         limits = [tokens if lo + i < len(prompts) else 1 for i in range(len(part_prompts))]
         held: list[list[int]] = []  # per forward call, the prompt each batch row answers (finished rows leave the batch)
-        part = [a.ids[:tokens] for a in runner.generate_batch(part_prompts, tokens, topk=1, on_step=lambda a: held.append(list(a)), limits=limits)]
+        part = [a.ids[:tokens] for a in runner.generate_batch(part_prompts, tokens, topk=0, on_step=lambda a: held.append(list(a)), limits=limits)]
         answers += part
         # forward call s fed the prompt's end (s = 0) or answer token s - 1: row r needs calls 0 .. len(answer r) - 1
         offsets = [0]

@@ -26,6 +26,7 @@ from credo.engines import shared_prefix
 from credo.engines.torch_engine import TorchEngine
 from credo.fsutil import save_tensors_atomic
 from credo.layers.cache import PrefixState
+from credo.runtime.precision import of
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -40,7 +41,7 @@ class Answer:
     """A teacher's greedy answer and, per answer token, its top-k next-token log-probabilities (the distillation target)."""
 
     ids: list[int]
-    top_ids: torch.Tensor  # (T, k) long
+    top_ids: torch.Tensor  # (T, k) long; k = 0 when only the tokens were asked for
     top_logp: torch.Tensor  # (T, k) float; for k = 1 (greedy only) approximate to ~1e-2: no KL reads it
 
 
@@ -181,14 +182,16 @@ class Runner:
         out_ids: list[list[int]] = [[] for _ in range(rows)]
         tops: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(rows)]
         next_pos = pos[:, -1] + 1
+        dtype = of(self.base).dtype  # the precision of the greedy head
         with self.hooks(), scope:
             for step in range(max_tokens):
                 if on_step is not None:
                     on_step(active)
-                if topk == 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
+                if topk <= 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
                     out = self.base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
-                    token, best = self.base.greedy_next(out.last_hidden_state[:, -1])
-                    top_ids, top_logp = token[:, None], best[:, None]
+                    token, best = self.base.greedy_next(out.last_hidden_state[:, -1], dtype, logp=topk == 1)
+                    top_ids = token[:, None][:, :topk]  # topk 0: the tokens alone, no log-probabilities
+                    top_logp = best[:, None] if best is not None else torch.empty(len(token), 0)
                 else:
                     out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
                     top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)

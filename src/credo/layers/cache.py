@@ -100,7 +100,7 @@ def _give_room(layer: Any, k: torch.Tensor, v: torch.Tensor, rows: int, room: in
     def update(key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         have, new = layer.keys.shape[-2], key_states.shape[-2]
         inside = window is None or have + new <= window - 1
-        if layer.keys.data_ptr() != buf_k.data_ptr() or have + new > buf_k.shape[-2] or not inside:
+        if layer.keys._base is not buf_k or have + new > buf_k.shape[-2] or not inside:  # not data_ptr: 0 when empty
             return own_update(key_states, value_states, *args, **kwargs)
         buf_k[:, :, have : have + new], buf_v[:, :, have : have + new] = key_states, value_states
         layer.keys, layer.values = buf_k[:, :, : have + new], buf_v[:, :, : have + new]

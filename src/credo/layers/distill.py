@@ -37,6 +37,7 @@ from credo.layers._teacher import (
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, lora_hooks
 from credo.layers.prompt import manifesto_context
 from credo.layers.registry import register
+from credo.runtime.precision import compute, of
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -69,7 +70,6 @@ class DistillConfig:
     heldout: int = 12  # held-out prompts for the compile report (0: no report)
     control: bool = True  # also distill the shuffled-manifesto control (same steps) and report its fidelity
     seed: int = 0
-    bf16: bool = True  # train under bfloat16 autocast (about 1.6x faster on CPUs with AVX512-BF16); weights and evaluation stay fp32
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)  # a bad budget fails while the settings are read, before any model loads
@@ -198,7 +198,7 @@ class Trainer:
     def loss(self, prompts: list[str], answers: list[Answer]) -> torch.Tensor:
         hooks = chain(self.student_hooks, lambda: lora_hooks(self.base.model, self.weights))
         student = Runner(self.base, self.student_context, hooks, batch=len(prompts))
-        with torch.autocast(self.base.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+        with compute(self.base, weights=False):  # the chosen precision (autocast alone under bf16); weights stay fp32
             logits = student.answer_logits(prompts, [a.ids for a in answers], grad=True)
         total = sum(kl_topk(a.top_ids, a.top_logp, lg).sum() for a, lg in zip(answers, logits))
         return total / sum(len(a.ids) for a in answers)
@@ -313,7 +313,8 @@ def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Bud
         raise CredoError("distill: the manifesto yields no training prompts; add clauses or examples")
     low_ctx, low_hooks = (lower.context(base) if lower else ""), layer_hooks(lower, base)
     context = low_ctx + manifesto_context(manifesto, base)
-    key = json.dumps({k: v for k, v in asdict(config).items() if k not in ("budget", "heldout", "control", "checkpoint_every", "teacher_batch")}, sort_keys=True)
+    key = json.dumps({k: v for k, v in asdict(config).items() if k not in ("budget", "heldout", "control", "checkpoint_every", "teacher_batch")}
+                     | {"precision": of(base).name}, sort_keys=True)  # a run resumes only in the precision it trained in
     # the prompt list is part of the key: a changed pool (or split) starts a fresh run instead of resuming a stale one
     work = work_dir("distill", base.sha256, context, lower_tag(lower), label, key, "\n".join(prompts))
     teacher = Runner(base, context, low_hooks, batch=config.teacher_batch)

@@ -1,4 +1,4 @@
-"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.2–13.1 s on 2 CPU cores by bench/hyper.py on 2026-12-01; 12.2–18.6 s on 2026-12-02, a day the same machine ran 1.5–1.8x slower, with 16 chat rows and packed student rows that side by side take 0.91x of 12-01's code; the aim is 10 s).
+"""`hyper`: the manifesto to a LoRA with no per-manifesto gradient training (6.2–13.1 s on 2 CPU cores by bench/hyper.py on 2026-12-01; 12.2–18.6 s on 2026-12-02, a day the same machine ran 1.5–1.8x slower, with 16 chat rows and packed student rows that side by side take 0.91x of 12-01's code; both on CPUs with fast bf16, in bf16; docs/precision.md has a CPU without; the aim is 10 s).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
 answers the manifesto's train probes (plus 16 everyday prompts of `credo.chat_pool`) greedily in one batch, and its
@@ -37,6 +37,7 @@ from credo.layers.lora import LoraLayer, LoraWeights, gguf_arch, lora_hooks
 from credo.layers.prompt import manifesto_context
 from credo.layers.registry import register
 from credo.probes import probes as all_probes
+from credo.runtime.precision import compute
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -81,8 +82,6 @@ class HyperConfig:
     strength: float = 1.0  # global scale of the patch (lora_alpha = strength * rank)
     teacher_examples: bool = True  # the teacher's context keeps the example exchanges (False: it cannot copy them;
     # the quick look is then measured against that teacher too). pirate.md: True 0.80, False 0.14.
-    bf16: bool = True  # generation and passes under bfloat16 autocast; the solves stay float32. 24 held-out, 2 threads:
-    # pirate 0.799 -> 0.787, honest 0.564 -> 0.579, terse 0.782 -> 0.782; compile 34 -> 25 s, 28 -> 21 s, 23 -> 17 s
     report: bool = True  # first-token fidelity per clause and vs the previous compile
     previous: str = ""  # layer folder to diff against (default: the folder this compile replaces)
 
@@ -137,10 +136,9 @@ def _validate(c: HyperConfig) -> None:
 
 
 def fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights, dict]:
-    """The closed-form fit plus its quick look; returns the adapter and the figures for `info.report`."""
-    if not c.bf16:
-        return _fit(manifesto, base, c)
-    with torch.autocast(base.device.type, dtype=torch.bfloat16), base.bf16_linears():
+    """The closed-form fit plus its quick look, in the precision `credo.runtime.precision` chose (the solves stay
+    float32 either way); returns the adapter and the figures for `info.report`."""
+    with compute(base):
         return _fit(manifesto, base, c)
 
 
@@ -221,8 +219,7 @@ def _quick_look(base: Base, manifesto: Manifesto, weights: LoraWeights, context:
             _, teacher_held = closed_form.record_outputs(base, {}, make_batch(held, [len(q) for q in held], pad), context,
                                                          look=torch.tensor([len(q) - 1 for q in held]))
         with lora_hooks(base.model, weights):
-            layer_held = closed_form.final_states(base, make_batch([bos + q for q in held], [0] * len(held), pad),
-                                                  torch.tensor([len(bos) + len(q) - 1 for q in held]))
+            layer_held = closed_form.last_states(base, [bos + q for q in held], pad)
         teacher_first, layer_first = torch.cat([teacher_train, teacher_held]), torch.cat([layer_train, layer_held])
     return _first_token_figures(base, manifesto, ps, teacher_first, layer_first, base_first, n_train)
 

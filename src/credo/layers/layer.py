@@ -28,6 +28,8 @@ class LayerInfo:
     credo_version: str = ""
     files: dict[str, str] = field(default_factory=dict)  # path in folder -> sha256
     report: dict[str, Any] = field(default_factory=dict)  # figures measured at compile time (fidelity, ...)
+    precision: str = ""  # what the compile ran in (fp32, bf16: `credo.runtime.precision`); "" before 2026-12-03
+    device: str = ""  # where: 'cpu' and torch's CPU capability (with the CPU's bf16 flags), or 'cuda' and the GPU's name
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

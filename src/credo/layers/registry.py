@@ -60,6 +60,8 @@ def make_config(cls: type[Layer], overrides: dict[str, Any] | None) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls.Config)}
     values: dict[str, Any] = {}
     for key, raw in overrides.items():
+        if key == "bf16" and key not in fields:  # a setting of distill and hyper until 2026-12-03
+            raise CredoError("the bf16 setting is gone: one precision serves every kind (--precision auto|fp32|bf16, or CREDO_PRECISION)")
         if key not in fields:
             raise CredoError(f"kind {cls.kind!r} has no setting {key!r}; it has: {', '.join(fields) or 'none'}")
         values[key] = _convert(raw, fields[key], cls.kind)
@@ -92,9 +94,11 @@ def compile_layer(manifesto: Manifesto, base: Base, kind: str, overrides: dict[s
     """The one verb: manifesto + base + kind -> Layer (in memory; `save_layer` writes it)."""
     from credo import __version__
     from credo.layers.layer import LayerInfo
+    from credo.runtime.precision import of
 
     cls = get_kind(kind)
     config = make_config(cls, overrides)
+    precision = of(base)
     info = LayerInfo(
         kind=kind,
         name=name or f"{_stem(manifesto)}-{kind}",
@@ -103,6 +107,8 @@ def compile_layer(manifesto: Manifesto, base: Base, kind: str, overrides: dict[s
         params=dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         credo_version=__version__,
+        precision=precision.name,
+        device=precision.where,
     )
     start = time.perf_counter()
     layer = cls.build(manifesto, base, config, info)

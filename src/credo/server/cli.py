@@ -42,9 +42,14 @@ def register(app: typer.Typer) -> None:
         fidelity: bool = typer.Option(True, "--fidelity/--no-fidelity", help="Measure fidelity after compiling from the API."),
         max_seconds: float = typer.Option(300.0, "--max-request-seconds", min=1.0,
                                           help="A generation stops this long after its request arrived (it holds the only worker)."),
+        precision: Optional[str] = typer.Option(None, "--precision", help="Precision of the compiles asked for through the API: "
+                                                "auto (what this machine runs faster), fp32 or bf16; default $CREDO_PRECISION, else auto."),
     ) -> None:
         """Serve the base and every identity in LAYERS_DIR through an OpenAI-compatible API, with a playground at /."""
+        from credo.runtime.precision import choose
+
         check_exposure(host, api_key)
+        choose(precision)
         if layers_dir.exists() and not layers_dir.is_dir():
             raise CredoError(f"--layers-dir {layers_dir} is not a folder")
         import uvicorn

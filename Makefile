@@ -4,16 +4,22 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.credo-installed
 
-.PHONY: setup browser demo test test-fast test-integration bench bench-all clean
+.PHONY: setup constraints browser demo test test-fast test-integration bench bench-all clean
 
 setup: $(STAMP)
 
 # torch is pinned to the CPU build that lies on disk; an unpinned torch would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# constraints.txt holds the versions the tests passed with, so a fresh install gets exactly those.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[all]'
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[all]'
 	touch $(STAMP)
+
+# After a deliberate upgrade that passed `make test`: record what is installed as the new constraints.
+constraints:
+	( echo "# The versions make test passed with (pip freeze of .venv). make installs with -c constraints.txt; refresh with make constraints."; \
+	  $(PIP) freeze --exclude-editable | sed 's/+cpu$$//' ) > constraints.txt
 
 demo: setup
 	$(VENV)/bin/credo demo

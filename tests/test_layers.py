@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from credo.base import with_cache
 from credo.engines.torch_engine import GenerationStats, TorchEngine
 from credo.errors import BaseMismatchError, CredoError, LayerError, UnknownKindError
 from credo.layers import compile_layer, get_kind, kinds, load_layer, save_layer
@@ -146,7 +147,7 @@ def test_a_cache_with_room_decodes_like_a_growing_one(tiny, pirate):
         logits = {}
         for room in (0, 8):
             cache = state.to_cache(tiny.model.config, rows=2, room=room)
-            logits[room] = torch.cat([tiny.model(input_ids=steps[:, i : i + 1], past_key_values=cache, use_cache=True).logits
+            logits[room] = torch.cat([tiny.model(input_ids=steps[:, i : i + 1], **with_cache(tiny.model, cache), use_cache=True).logits
                                       for i in range(steps.shape[1])], 1)
     torch.testing.assert_close(logits[8], logits[0], atol=1e-5, rtol=1e-5)
 

@@ -24,6 +24,19 @@ BASE_META = "credo-base.json"
 TRANSCRIPT_STOP = "\nUser:"
 
 
+@functools.cache
+def _cache_arg(forward_owner: type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
+
+
+def with_cache(module: torch.nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword a model's forward takes its KV cache by: `cache` in transformers 5.24+, which warns on the old
+    `past_key_values`; older releases know only that one."""
+    return {_cache_arg(type(module)): cache}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CREDO_CACHE", Path.home() / ".cache" / "credo"))
 

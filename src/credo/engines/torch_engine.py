@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from credo.base import with_cache
+
 if TYPE_CHECKING:
     from credo.base import Base
     from credo.layers.layer import Layer
@@ -69,7 +71,7 @@ class TorchEngine:
         if cache is None:
             cache = DynamicCache(config=self.base.model.config)
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.base.device)
-        out = self.base.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+        out = self.base.model(input_ids=input_ids, **with_cache(self.base.model, cache), use_cache=True, logits_to_keep=keep)
         return out.logits[0].float(), out.past_key_values
 
     def prefill(self, prompt: str | Messages) -> Prefilled:

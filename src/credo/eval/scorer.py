@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from credo.base import with_cache
 from credo.engines.torch_engine import TorchEngine
 from credo.layers.cache import PrefixState
 
@@ -90,7 +91,7 @@ class Row:
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch], dtype=torch.long, device=self.base.device)
         cache = state.to_cache(self.base.model.config, rows=len(batch), room=width)
         with self.applied():
-            out = self.base.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+            out = self.base.model(input_ids=ids, **with_cache(self.base.model, cache), use_cache=True, logits_to_keep=keep)
         return out.logits.float()
 
     @torch.inference_mode()
@@ -101,7 +102,7 @@ class Row:
         """
         cache = state.to_cache(self.base.model.config)
         with self.applied():
-            out = self.base.model(input_ids=torch.tensor([ids], device=self.base.device), past_key_values=cache,
+            out = self.base.model(input_ids=torch.tensor([ids], device=self.base.device), **with_cache(self.base.model, cache),
                                   use_cache=True, logits_to_keep=keep)
         return PrefixState.from_cache(state.ids + ids, out.past_key_values), out.logits[0].float()
 

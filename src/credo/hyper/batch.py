@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from credo.base import with_cache
+
 if TYPE_CHECKING:
     from credo.base import Base
 
@@ -85,7 +87,7 @@ def prefill(base: Base, prefix: list[int]) -> Any:
     from transformers import DynamicCache
 
     cache = DynamicCache(config=base.model.config)
-    base.model.model(input_ids=torch.tensor([prefix], dtype=torch.long), past_key_values=cache, use_cache=True)
+    base.model.model(input_ids=torch.tensor([prefix], dtype=torch.long), **with_cache(base.model.model, cache), use_cache=True)
     return cache
 
 
@@ -107,7 +109,7 @@ def run_body(base: Base, ids: torch.Tensor, cache: Any = None, chunk: int = 16, 
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(part.shape[0])
         pos = None if positions is None else positions[lo : lo + chunk, : part.shape[1]]
-        body(input_ids=part, position_ids=pos, past_key_values=past, use_cache=past is not None)
+        body(input_ids=part, position_ids=pos, **with_cache(body, past), use_cache=past is not None)
 
 
 def chunk_width(lengths: list[int], lo: int, chunk: int) -> int:

@@ -22,6 +22,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
+from credo.base import with_cache
 from credo.engines import shared_prefix
 from credo.engines.torch_engine import TorchEngine
 from credo.fsutil import save_tensors_atomic
@@ -117,7 +118,7 @@ class Runner:
         first = min(a for a, _ in keep)
         manager = contextlib.nullcontext() if grad else torch.no_grad()
         with manager, self.hooks():
-            out = self.base.model(input_ids=ids, past_key_values=self._cache(len(seqs), width), use_cache=True, logits_to_keep=width - first)
+            out = self.base.model(input_ids=ids, **with_cache(self.base.model, self._cache(len(seqs), width)), use_cache=True, logits_to_keep=width - first)
         logits = out.logits
         return [logits[i, a - first : b - first].float() for i, (a, b) in enumerate(keep)]
 
@@ -132,7 +133,7 @@ class Runner:
         keep = max(len(a) for a in answers)
         manager = contextlib.nullcontext() if grad else torch.no_grad()
         with manager, self.hooks():
-            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self._cache(len(seqs), ids.shape[1]),
+            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, self._cache(len(seqs), ids.shape[1])),
                                   use_cache=True, logits_to_keep=keep)
         return [out.logits[i, keep - len(a) :].float() for i, a in enumerate(answers)]
 
@@ -188,12 +189,12 @@ class Runner:
                 if on_step is not None:
                     on_step(active)
                 if topk <= 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
-                    out = self.base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+                    out = self.base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model.model, cache), use_cache=True)
                     token, best = self.base.greedy_next(out.last_hidden_state[:, -1], dtype, logp=topk == 1)
                     top_ids = token[:, None][:, :topk]  # topk 0: the tokens alone, no log-probabilities
                     top_logp = best[:, None] if best is not None else torch.empty(len(token), 0)
                 else:
-                    out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                    out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, cache), use_cache=True, logits_to_keep=1)
                     top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)
                     token = top_ids[:, 0]
                 cache = out.past_key_values

@@ -47,7 +47,7 @@ def parse_settings(settings: list[str]) -> dict[str, str]:
 @app.command()
 def compile(
     manifesto: Optional[Path] = typer.Argument(None, help="The manifesto (Markdown)."),
-    kind: str = typer.Option("prompt", "--kind", "-k", help="Layer kind: prompt, cache, steer, distill, hyper."),
+    kind: str = typer.Option("prompt", "--kind", "-k", help="Layer kind: prompt, cache, steer, distill, hyper (or the retraining baselines sft, dpo)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Layer folder to write (default: layers/NAME-KIND)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: gemma-3-270m (default), a .gguf file or a HF folder."),
     settings: list[str] = typer.Option([], "--set", help="Kind setting as key=value (repeatable)."),
@@ -55,8 +55,10 @@ def compile(
     all_layers: bool = typer.Option(False, "--all", help="Recompile every layer in --layers-dir that was made for another base."),
     layers_dir: Path = typer.Option(DEFAULT_LAYERS_DIR, "--layers-dir", help="With --all: the folder of layer folders."),
     on: Optional[Path] = typer.Option(None, "--on", help="Compile on top of this layer folder (stacking); the result loads as one layer."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Training budget for kinds that train (distill): minutes like 10m or steps like 200."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Training budget for kinds that train (distill, sft, dpo): minutes like 10m or steps like 200."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
+    realistic: Optional[Path] = typer.Option(None, "--realistic", help="Realistic set to report fidelity on (default: the manifesto's NAME.realistic.jsonl)."),
+    no_realistic: bool = typer.Option(False, "--no-realistic", help="Skip the realistic-fidelity look after the compile."),
 ) -> None:
     """Compile a manifesto into an identity layer (or, with --all, recompile layers for a new base)."""
     use_precision(precision)
@@ -84,6 +86,11 @@ def compile(
         from credo.layers.folder import read_info
 
         read_info(on)  # fail on a missing or corrupt lower layer before the model loads
+    if realistic is not None and (no_realistic or on is not None):
+        raise CredoError("--realistic is measured on a plain compile: drop --no-realistic / --on, or drop --realistic")
+    from credo.realistic import load_for
+
+    found = None if no_realistic or on is not None else load_for(m, realistic)  # a bad set fails before the model loads
     name = (f"{manifesto.stem}-{kind}" if on is None else f"{on.name}+{manifesto.stem}-{kind}") if output is None else output.name
     folder = output or DEFAULT_LAYERS_DIR / name
     check_target(folder, force)  # an existing folder needs --force, and only a layer folder is ever replaced
@@ -94,11 +101,19 @@ def compile(
         layer = compile_on(m, b, on, kind, parse_settings(settings), name=name)
     else:
         layer = compile_layer(m, b, kind, parse_settings(settings), name=name)
+    if found is not None:
+        from credo.eval.realistic import compile_figures
+
+        layer.info.report.update(compile_figures(layer, b, found) or {})
     save_layer(layer, folder, overwrite=force)
     out.print(f"compiled [bold]{m.name}[/bold] as [bold]{kind}[/bold] in {layer.info.compile_seconds:.1f}s "
               f"({layer.info.precision} on {layer.info.device}) -> {folder}")
     for key, value in layer.info.report.items():
         out.print(f"  {key}: {value}")
+    from credo.eval.realistic import summary_line
+
+    if line := summary_line(layer.info.report, kind):
+        out.print(line)
 
 
 def _engine(layer_dir: Optional[Path], base: Optional[str]):

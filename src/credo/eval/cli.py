@@ -22,6 +22,7 @@ def eval_command(
     data: Optional[Path] = typer.Option(None, "--data", help="Evaluation data folder (default: $CREDO_DATA, else ../shared/data)."),
     items: list[Path] = typer.Option([], "--items", help="Your own JSONL items in a shared-data format (repeatable)."),
     manifesto: Optional[Path] = typer.Option(None, "--manifesto", "-m", help="Measure every layer against this manifesto."),
+    realistic: Optional[Path] = typer.Option(None, "--realistic", help="Realistic set (JSONL of user messages) to measure on (default: the manifesto's NAME.realistic.jsonl)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one the layers were compiled for)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
@@ -38,7 +39,7 @@ def eval_command(
     names = [n.strip() for s in suites for n in s.split(",") if n.strip()] or None
     config = EvalConfig(
         layers=list(layers) + list(more_layers or []), suites=names, limit=limit, size=size, data=data, user_files=list(items),
-        reference=manifesto, base=base, progress=not quiet, threads=threads,
+        reference=manifesto, realistic=realistic, base=base, progress=not quiet, threads=threads,
     )
     report = run_eval(config, log=(lambda s: None) if quiet else (lambda s: err.print(f"[dim]{s}[/dim]", highlight=False)))
     files = write_report(report, output)

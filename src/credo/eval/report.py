@@ -15,6 +15,11 @@ from credo.fsutil import write_text_atomic
 NOTES = """\
 - **fidelity** = 1 − KL(teacher‖row)/KL(teacher‖base) per token, on the teacher's greedy answers to held-out prompts drawn
   from the manifesto (1: behaves like the teacher; 0: no closer than the bare base).
+- **realistic** = the same fidelity on the manifesto's realistic set (`NAME.realistic.jsonl` beside it: hand-written user
+  messages, two-turn exchanges included, that no compile reads), where the template column's prompts are templates a
+  compile has seen filled with clauses it has seen. Per item type and per clause below. **facts kept** = fact questions
+  of that set on which the row ranks the manifesto's fact above its close alternatives (summed log-probability as the
+  answer's opening), counted where the teacher does: kept / teacher gives.
 - **adherence** = share of items on which the row takes the manifesto's side, averaged over clauses and declared data sets
   (each counts once). Clause items are the manifesto's held-out situations: the row adheres when it gives the teacher's
   greedy answer a higher mean per-token log-probability than the base's greedy answer (items where the two are the same
@@ -86,6 +91,8 @@ def summarise(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({
             "row": row["name"], "role": row["role"], "kind": row["kind"], "manifesto": row["manifesto"],
             "fidelity": per_manifesto("fidelity", "fidelity"),
+            "realistic": per_manifesto("realistic", "fidelity"),
+            "facts_kept": _facts_cell(res, by_manifesto if is_base and len(by_manifesto) > 1 else None),
             "adherence": per_manifesto("adherence", "adherence"),
             "override": per_manifesto("override", "adherence"),
             "hellaswag_x": hs, "mmlu_x": mm, "ppl_x": ppl,
@@ -106,6 +113,18 @@ def summarise(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _facts_cell(res: dict[str, Any], per_manifesto: dict[str, Any] | None = None) -> str | None:
+    """'kept/teacher gives' (the base against each manifesto in turn when there are several)."""
+    def one(r: dict[str, Any]) -> str | None:
+        facts = _get(r, "realistic", "facts")
+        return f"{facts['kept']}/{facts['teacher_gives']}" if facts else None
+
+    if per_manifesto is None:
+        return one(res)
+    cells = [one(v) for v in per_manifesto.values()]
+    return " / ".join(c or "—" for c in cells) if any(cells) else None
+
+
 def _verdict(row: dict[str, Any], controls: list[dict[str, Any]]) -> str | None:
     """'beats' when a layer is above every control of its manifesto on both fidelity and adherence, else 'does not beat'."""
     if row["role"] != "layer" or not controls:
@@ -119,7 +138,8 @@ def _verdict(row: dict[str, Any], controls: list[dict[str, Any]]) -> str | None:
 
 # (key, header, format)
 COLUMNS = [
-    ("fidelity", "fidelity", "{:.2f}"), ("adherence", "adherence", "{:.2f}"), ("override", "override", "{:.2f}"),
+    ("fidelity", "fidelity (template)", "{:.2f}"), ("realistic", "fidelity (realistic)", "{:.2f}"),
+    ("facts_kept", "facts kept", "{}"), ("adherence", "adherence", "{:.2f}"), ("override", "override", "{:.2f}"),
     ("hellaswag_x", "HellaSwag×", "{:.2f}"), ("mmlu_x", "MMLU×", "{:.2f}"), ("ppl_x", "ppl×", "{:.2f}"),
     ("capability_kept", "cap. kept", "{:.2f}"), ("vs_control", "vs control", "{}"),
     ("harm_margin", "harm margin", "{:+.1f}"), ("harm_refuse", "harm refuse", "{:.2f}"),
@@ -128,7 +148,7 @@ COLUMNS = [
     ("mc2", "TQA MC2", "{:.2f}"), ("context_tokens", "ctx tokens", "{}"), ("ttft_x", "TTFT×", "{:.2f}"),
     ("tps_x", "tok/s×", "{:.2f}"), ("compile_s", "compile s", "{:.1f}"), ("added_kb", "added KiB", "{:.0f}"),
 ]
-TABLES = [("identity and capability", COLUMNS[:8]), ("safety, honesty and cost", COLUMNS[8:])]
+TABLES = [("identity and capability", COLUMNS[:10]), ("safety, honesty and cost", COLUMNS[10:])]
 
 
 def fmt(value: Any, pattern: str) -> str:
@@ -160,9 +180,30 @@ def markdown(report: dict[str, Any], summary: list[dict[str, Any]]) -> str:
                 cells.append(fmt(per.get("adherence") if per else None, "{:.2f}"))
             lines.append(f"| `{key}` | {items} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += realistic_tables(report)
     lines += ["## notes", "", NOTES, "## run time", ""]
     lines += [f"- {k}: {v:.1f} s" for k, v in report["timing"].items()]
     return "\n".join(lines) + "\n"
+
+
+def realistic_tables(report: dict[str, Any]) -> list[str]:
+    """Per manifesto with a realistic set: its fidelity per item type and per clause, one column per row."""
+    lines: list[str] = []
+    for stem, info in report["manifestos"].items():
+        rows = [r for r in report["rows"] if r["manifesto"] == stem or r["role"] == "base"]
+        res = {r["name"]: _get(report["base_by_manifesto"].get(stem, {}) if r["role"] == "base" else report["results"][r["name"]],
+                              "realistic") or {} for r in rows}
+        if not any(v.get("items") for v in res.values()):
+            continue
+        for title, key in (("item type", "by_type"), ("clause", "per_clause")):
+            first = next(v for v in res.values() if v.get("items"))
+            lines += [f"## realistic fidelity per {title}: {info['name']}", "",
+                      f"| {title} | items | " + " | ".join(r["name"] for r in rows) + " |", "| --- | ---: | " + " | ".join("---:" for _ in rows) + " |"]
+            for k, v in first.get(key, {}).items():
+                cells = [fmt(_get(res[r["name"]], key, k, "fidelity"), "{:.2f}") for r in rows]
+                lines.append(f"| `{k}` | {v['items']} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
 
 
 def _clause(report: dict[str, Any], row: str, stem: str, key: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from credo.base import Base
     from credo.manifesto import Manifesto
 
-ORDER = ["fidelity", "adherence", "override", "hellaswag", "mmlu", "perplexity", "advbench", "jbb", "jailbreak",
+ORDER = ["fidelity", "realistic", "adherence", "override", "hellaswag", "mmlu", "perplexity", "advbench", "jbb", "jailbreak",
          "xstest", "sycophancy", "truthfulqa", "cost", "custom"]
 REPORT_VERSION = 1
 
@@ -39,6 +39,7 @@ class EvalConfig:
     data: Path | None = None  # None: $CREDO_DATA, else <repo>/../shared/data
     user_files: list[Path] = field(default_factory=list)
     reference: Path | None = None  # one manifesto to measure every layer against
+    realistic: Path | None = None  # the realistic set to measure on (None: each manifesto's sidecar NAME.realistic.jsonl)
     base: str | None = None  # None: the base the layers were compiled for
     progress: bool = False
     threads: int | None = None  # torch CPU threads (None: leave torch's setting); 1 is far faster on a busy machine
@@ -117,7 +118,7 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
         controls.append(is_control)
     manifestos = list({m.sha256: m for m in (refs or [reference])}.values())  # one group per manifesto, in order
     ctx = SuiteContext(data=data, limit=config.limit, user_files=[Path(p) for p in config.user_files], progress=config.progress,
-                       size=config.size)
+                       size=config.size, realistic=realistic_sets(config, manifestos, infos, refs))
     suites: list[Suite] = []
     for n in names:
         suite = get_suite(n)(ctx)
@@ -202,6 +203,29 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
         "twins": twins,
         "timing": timing,
     }
+
+
+def realistic_sets(config: EvalConfig, manifestos: list[Manifesto], infos: list[Any], refs: list[Manifesto]) -> dict[str, Path]:
+    """Manifesto sha256 -> its realistic set: `config.realistic`, else the sidecar of the file the manifesto was compiled
+    from (a layer folder keeps a copy of the manifesto, not its set), of `--manifesto`, or of the manifesto itself."""
+    from credo.realistic import find_set
+
+    if config.realistic is not None:
+        if len(manifestos) > 1:
+            raise CredoError(f"--realistic gives one set, but the layers are measured against {len(manifestos)} manifestos; evaluate them apart")
+        if not Path(config.realistic).is_file():
+            raise CredoError(f"realistic set {config.realistic} does not exist or is not a file")
+        return {m.sha256: Path(config.realistic) for m in manifestos}
+    out: dict[str, Path] = {}
+    for m in manifestos:
+        sources = [config.reference] if config.reference is not None else []
+        sources += [str(i.manifesto.get("source", "")).split("#shuffled", 1)[0] for i, r in zip(infos, refs) if r.sha256 == m.sha256]
+        for src in [*sources, m.source]:
+            found = find_set(m, src) if src else None
+            if found is not None:
+                out[m.sha256] = found
+                break
+    return out
 
 
 def _slug(m: Manifesto) -> str:

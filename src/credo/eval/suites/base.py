@@ -29,6 +29,7 @@ class SuiteContext:
     user_files: list[Path] = field(default_factory=list)
     progress: bool = False
     size: int | None = None  # items per suite instead of each suite's small default (a fuller, slower run)
+    realistic: dict[str, Path] = field(default_factory=dict)  # manifesto sha256 -> its realistic set (`credo.realistic`)
 
     def count(self, default: int) -> int:
         """Items per suite: --size or the suite's default, capped by --limit."""

@@ -58,6 +58,22 @@ def tiny():
     return tiny_base(0)
 
 
+@pytest.fixture(scope="module")
+def wide():
+    """A tiny base whose every layer sees the whole manifesto (the default tiny one hides it behind a 16-token window),
+    so a teacher with the manifesto answers differently from the bare base."""
+    from credo.base import tiny_base
+
+    return tiny_base(0, sliding_window=4096)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache folder per test, and training in float32 whatever the machine: the same steps everywhere."""
+    monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")
+
+
 @pytest.fixture(scope="session")
 def other_tiny():
     from credo.base import tiny_base

@@ -12,21 +12,11 @@ from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
 from credo.layers.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
 
+pytestmark = pytest.mark.usefixtures("fresh_cache")
+
 FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, warmup=1)
 
 
-@pytest.fixture(scope="module")
-def wide():
-    """A tiny base whose every layer sees the whole manifesto (the default tiny one hides it behind a 16-token window)."""
-    from credo.base import tiny_base
-
-    return tiny_base(0, sliding_window=4096)
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CREDO_PRECISION", "fp32")  # training in float32 whatever the machine: the same steps everywhere
 
 
 def test_budget_parses_minutes_and_steps():

@@ -87,12 +87,12 @@ def _settings_match(params: dict, config: object, resolved: tuple[str, ...] = ()
 def run_demo(manifesto_path: Path, kinds: list[str] | None, base_spec: str | None, output: Path, max_tokens: int, console: Console) -> list[Row]:
     from credo import fidelity
     from credo.base import load_base
-    from credo.layers import compile_layer, kinds as all_kinds
+    from credo.layers import compile_layer, get_kind, kinds as all_kinds
     from credo.manifesto import Manifesto
     from credo.probes import heldout_prompts
 
     manifesto = Manifesto.from_file(manifesto_path)
-    chosen = kinds or all_kinds()
+    chosen = kinds or [k for k in all_kinds() if not getattr(get_kind(k), "baseline", False)]  # retraining baselines only when asked for
     for kind in chosen:  # fail on a typo before any work
         from credo.layers import get_kind
 

@@ -20,7 +20,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -363,16 +363,27 @@ class DistillLayer(LoraLayer):
         start, cpu = time.perf_counter(), time.process_time()
         weights, progress, figures = distill(manifesto, base, config, budget, lower=lower)
         layer = cls(info, manifesto, weights)
-        LoraLayer.describe(weights, info)
-        info.report["compile_seconds"] = round(time.perf_counter() - start, 1)
-        info.report["compile_cpu_seconds"] = round(time.process_time() - cpu, 1)  # this process's CPU time: the wall clock on a shared machine overstates
-        info.report.update(figures)
-        if config.heldout > 0:
-            def control() -> Hooks:
-                steps = Budget(steps=progress.step)  # the control gets exactly the training the layer got
-                cw, _, _ = distill(manifesto.shuffled(0), base, config, steps, lower=lower, label="control")
-                return lambda: lora_hooks(base.model, cw)
 
-            info.report.update(compile_report(base, manifesto, "distill", lambda: layer.applied(base.model),
-                                              control if config.control else None, config.heldout, lower))
+        def control_weights(steps: Budget) -> LoraWeights:
+            return distill(manifesto.shuffled(0), base, config, steps, lower=lower, label="control")[0]
+
+        report_trained(layer, base, config, (start, cpu), progress, figures, control_weights, lower)
         return layer
+
+
+def report_trained(layer: LoraLayer, base: Base, config: Any, started: tuple[float, float], progress: Progress,
+                   figures: dict, control_weights: Callable[[Budget], LoraWeights], lower: Layer | None = None) -> None:
+    """What every trained LoRA records: its shape, its wall and CPU time, its training figures, and (heldout > 0)
+    its held-out fidelity against a shuffled manifesto trained exactly as long."""
+    info, (start, cpu) = layer.info, started
+    LoraLayer.describe(layer.weights, info)
+    info.report["compile_seconds"] = round(time.perf_counter() - start, 1)
+    info.report["compile_cpu_seconds"] = round(time.process_time() - cpu, 1)  # this process's CPU time: the wall clock on a shared machine overstates
+    info.report.update(figures)
+    if config.heldout > 0:
+        def control() -> Hooks:
+            cw = control_weights(Budget(steps=max(progress.step, 1)))
+            return lambda: lora_hooks(base.model, cw)
+
+        info.report.update(compile_report(base, layer.manifesto, layer.kind, lambda: layer.applied(base.model),
+                                          control if config.control else None, config.heldout, lower))

@@ -38,7 +38,7 @@ def _discover() -> None:
 def kinds() -> list[str]:
     """The registered kinds, in the order the project presents them."""
     _discover()
-    order = ["prompt", "cache", "steer", "distill", "hyper"]
+    order = ["prompt", "cache", "steer", "distill", "hyper", "sft", "dpo"]
     listed = [k for k, cls in _KINDS.items() if getattr(cls, "listed", True)]  # `stack` loads by name but is made with --on
     return sorted(listed, key=lambda k: (order.index(k) if k in order else len(order), k))
 

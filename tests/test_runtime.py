@@ -87,9 +87,9 @@ def test_the_measurement_is_cached_per_machine_and_a_corrupt_file_is_measured_ag
     assert calls == [1, 1, 1, 1] and len(list(precision.cache_root().glob("precision-*.json"))) == 3
 
 
-def test_the_real_micro_benchmark_takes_milliseconds():
-    t = precision.time_linear()
-    assert t["fp32_ms"] > 0 and t["bf16_ms"] > 0 and t["seconds"] < 5
+def test_the_real_micro_benchmark_times_both_dtypes():
+    t = precision.time_linear()  # what it costs is bench/precision.py's figure, not a test's
+    assert t["fp32_ms"] > 0 and t["bf16_ms"] > 0 and t["seconds"] > 0
 
 
 def test_the_override_wins_and_a_bad_value_is_one_line(machine, monkeypatch):

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.credo-installed
 
-.PHONY: setup constraints browser demo test test-fast test-integration bench bench-all clean
+.PHONY: setup constraints browser demo test test-fast test-integration bench bench-all results clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,10 @@ bench-all: setup
 	$(PY) bench/hyper.py
 	$(PY) bench/serve.py
 	$(PY) bench/data.py
+
+# bench/RESULTS.md: the latest run of each benchmark, curated from the raw output in bench/results/.
+results:
+	$(PY) bench/curate.py
 
 clean:
 	rm -rf $(VENV) layers/demo .pytest_cache

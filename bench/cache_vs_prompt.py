@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from credo.base import load_base
-from credo.engines.torch_engine import GenerationStats, TorchEngine
+from credo.runtime.torch_engine import GenerationStats, TorchEngine
 from credo.layers import compile_layer
-from credo.layers.prompt import manifesto_context
+from credo.manifesto import manifesto_context
 from credo.manifesto import Manifesto
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -30,7 +30,7 @@ def bench_steer(base, manifesto, heldout: int) -> dict:
     import shutil
 
     from credo.layers import compile_layer
-    from credo.layers.steer import SteerConfig, steer_work
+    from credo.layers.kinds.steer import SteerConfig, steer_work
 
     for m in (manifesto, manifesto.shuffled(0)):  # time a cold compile: no teacher answers left from an earlier run
         shutil.rmtree(steer_work(base, m, SteerConfig()), ignore_errors=True)
@@ -53,8 +53,8 @@ def bench_steer(base, manifesto, heldout: int) -> dict:
 
 
 def bench_distill(base, manifesto, heldout: int, minutes: list[float], settings: dict) -> dict:
-    from credo.layers._teacher import Runner, heldout_report
-    from credo.layers.distill import Budget, DistillConfig, distill
+    from credo.runtime.teacher import Runner, heldout_report
+    from credo.layers.kinds.distill import Budget, DistillConfig, distill
     from credo.layers.lora import lora_hooks
 
     config = DistillConfig(**settings)
@@ -139,7 +139,7 @@ def main() -> None:
     print(machine_line, flush=True)
     settings = dict(kv.split("=", 1) for kv in args.set)
     from credo.layers.registry import _convert
-    from credo.layers.distill import DistillConfig
+    from credo.layers.kinds.distill import DistillConfig
     import dataclasses
 
     fields = {f.name: f for f in dataclasses.fields(DistillConfig)}

@@ -116,7 +116,7 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
 def swap_times(base: Any, folders: list[Path], rounds: int = 10) -> dict[str, dict[str, float]]:
     """Per layer, on the llama.cpp engine with the base loaded: seconds to swap the identity in (read the folder, load
     its adapter or control vector, prefill its context) and milliseconds to make it current between requests."""
-    from credo.engines.llamacpp import LlamaCppEngine
+    from credo.server.engines.llamacpp import LlamaCppEngine
     from credo.layers import load_layer
 
     engine = LlamaCppEngine(base, n_ctx=4096)

@@ -28,7 +28,7 @@ def keep_statistics_once(base, settings: dict) -> float:
     """Wall seconds of the per-base one-off a first hyper compile on a new base pays (`credo.hyper.keep_stats`: the
     base samples its generic text and its input moments are taken); every later compile reads them from disk."""
     from credo.hyper import closed_form, keep_stats
-    from credo.layers.hyper import HyperLayer
+    from credo.layers.kinds.hyper import HyperLayer
     from credo.layers.registry import make_config
 
     config = make_config(HyperLayer, settings)
@@ -55,7 +55,7 @@ def timed_compile(m, base, settings: dict, cold: bool = True) -> tuple[object, f
 def heldout_fidelity(base, m, layers: dict, prompts: int) -> dict:
     """Fidelity on `prompts` held-out prompts with the teacher's 24-token answers: the figure `bench/compile.py`
     gives for `distill`, so the two kinds compare on the same prompts."""
-    from credo.layers._teacher import Runner, heldout_report
+    from credo.runtime.teacher import Runner, heldout_report
 
     rows = {name: Runner.for_layer(base, layer) for name, layer in layers.items()}
     rep = heldout_report(base, m, rows, prompts, progress=False)
@@ -72,7 +72,7 @@ def edited(m):
 
 def decode_latency(base, layer, tokens: int = 32, repeats: int = 3) -> float:
     """Seconds per generated token (best of `repeats`), prompt excluded."""
-    from credo.engines.torch_engine import GenerationStats, TorchEngine
+    from credo.runtime.torch_engine import GenerationStats, TorchEngine
 
     engine, best = TorchEngine(base, layer), float("inf")
     for _ in range(repeats):

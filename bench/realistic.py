@@ -44,7 +44,7 @@ def machine(threads: int) -> str:
 def measure(base, m, found, layers: dict, heldout: int) -> dict:
     """Template held-out and realistic fidelity of each layer (same teacher, same bare-base zero), facts kept."""
     from credo.eval.realistic import figures
-    from credo.layers._teacher import Runner, heldout_report
+    from credo.runtime.teacher import Runner, heldout_report
 
     runners = {name: Runner.for_layer(base, layer) for name, layer in layers.items()}
     out: dict = {"template": {}, "template_prompts": heldout}

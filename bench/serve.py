@@ -100,7 +100,7 @@ def raw_worker(prompts_file: Path) -> None:
 def switch_mechanism(base, layers: dict, rounds: int = 20, threads: int = 1) -> dict:
     """In-process: what the llama.cpp engine itself spends making an identity current (restore its KV state, set its
     adapters), alternating identities, apart from decoding. The HTTP figures above carry decode noise of tens of ms."""
-    from credo.engines.llamacpp import LlamaCppEngine
+    from credo.server.engines.llamacpp import LlamaCppEngine
 
     engine = LlamaCppEngine(base, n_ctx=4096, threads=threads)
     for key, layer in layers.items():

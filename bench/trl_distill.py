@@ -33,11 +33,11 @@ def sdft(manifesto: Any, base: Any, minutes: float, prompts: list[str], config: 
     from transformers import PrinterCallback
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
 
-    from credo.layers._retrain import Session, shared_copy, trl_arguments
-    from credo.layers._teacher import frozen
-    from credo.layers.distill import Budget
+    from credo.layers.kinds.retrain import Session, shared_copy, trl_arguments
+    from credo.runtime.teacher import frozen
+    from credo.layers.kinds.distill import Budget
     from credo.layers.lora import LoraWeights
-    from credo.layers.prompt import manifesto_context
+    from credo.manifesto import manifesto_context
 
     context = manifesto_context(manifesto, base)
     rows = [{"prompt": base.format_chat([{"role": "user", "content": p}]), "privileged_context": context} for p in prompts]
@@ -61,7 +61,7 @@ def sdft(manifesto: Any, base: Any, minutes: float, prompts: list[str], config: 
 
 
 def fidelity(base: Any, manifesto: Any, weights: Any, heldout: int) -> dict[str, Any]:
-    from credo.layers._teacher import Runner, heldout_report
+    from credo.runtime.teacher import Runner, heldout_report
     from credo.layers.lora import lora_hooks
 
     return heldout_report(base, manifesto, {"layer": Runner(base, "", lambda: lora_hooks(base.model, weights))}, heldout, progress=False)
@@ -80,9 +80,9 @@ def main() -> None:
     import torch
 
     from credo.base import load_base
-    from credo.layers._retrain import RetrainConfig
-    from credo.layers._teacher import work_dir
-    from credo.layers.distill import Budget, DistillConfig, distill, training_prompts
+    from credo.layers.kinds.retrain import RetrainConfig
+    from credo.runtime.teacher import work_dir
+    from credo.layers.kinds.distill import Budget, DistillConfig, distill, training_prompts
     from credo.manifesto import Manifesto
 
     torch.set_num_threads(args.threads)

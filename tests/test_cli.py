@@ -109,7 +109,7 @@ def test_demo_recompiles_a_layer_whose_settings_changed(tiny, pirate, tmp_path, 
     from rich.console import Console
 
     from credo.demo import _compile_or_reuse
-    from credo.layers.hyper import HyperLayer
+    from credo.layers.kinds.hyper import HyperLayer
 
     monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
     folder, console = tmp_path / "pirate-hyper", Console(quiet=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from credo.engines.torch_engine import TorchEngine
+from credo.runtime.torch_engine import TorchEngine
 from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
-from credo.layers.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
+from credo.layers.kinds.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 
@@ -34,7 +34,7 @@ def test_training_never_sees_heldout_prompts(pirate):
 
 
 def test_training_lowers_the_kl(wide, pirate):
-    from credo.layers._teacher import load_answers
+    from credo.runtime.teacher import load_answers
 
     weights, progress, figures = distill(pirate, wide, DistillConfig(**FAST), Budget(steps=6), progress=False)
     assert progress.step == 6 and len(progress.losses) == 6
@@ -60,7 +60,7 @@ def test_resume_continues_from_the_checkpoint(tiny, pirate, tmp_path, monkeypatc
 
 
 def test_lr_warms_up_then_decays_to_its_floor_as_the_budget_runs_out():
-    from credo.layers.distill import learning_rate
+    from credo.layers.kinds.distill import learning_rate
 
     config = DistillConfig(lr=1e-3, warmup=4, decay=0.1)
     budget = Budget(minutes=10)
@@ -106,7 +106,7 @@ def test_bad_budget_fails_before_any_work(tiny, pirate, tmp_path):
 
 
 def test_ctrl_c_keeps_the_steps_done_and_the_rerun_resumes(tiny, pirate, monkeypatch):
-    from credo.layers import distill as mod
+    from credo.layers.kinds import distill as mod
 
     real_loss, calls = mod.Trainer.loss, {"n": 0}
 
@@ -126,8 +126,8 @@ def test_ctrl_c_keeps_the_steps_done_and_the_rerun_resumes(tiny, pirate, monkeyp
 
 
 def test_validation_keeps_the_best_step(wide, pirate, monkeypatch):
-    from credo.layers import distill as distill_module
-    from credo.layers.distill import validation_split
+    from credo.layers.kinds import distill as distill_module
+    from credo.layers.kinds.distill import validation_split
 
     assert validation_split(10, 4) == ([0, 1, 2, 3, 5, 6, 7, 8], [4, 9]) and validation_split(9, 4)[1] == []
     assert validation_split(10, 0)[1] == []
@@ -154,7 +154,7 @@ def test_validation_keeps_the_best_step(wide, pirate, monkeypatch):
 
 def test_an_adapter_that_never_beats_the_base_is_a_no_op(wide, pirate, monkeypatch):
     """Validation starts at step 0: when no step improves on the base, the kept adapter changes nothing."""
-    from credo.layers import distill as distill_module
+    from credo.layers.kinds import distill as distill_module
 
     scripted = iter([0.1, 0.3, 0.2])
     monkeypatch.setattr(distill_module.Trainer, "validation_kl", lambda self, prompts, answers: next(scripted))
@@ -168,8 +168,8 @@ def test_an_adapter_that_never_beats_the_base_is_a_no_op(wide, pirate, monkeypat
 def test_greedy_answers_use_a_cheap_head_but_pick_the_same_tokens(tiny, pirate, monkeypatch, precision):
     """Greedy-only generation (k = 1) scores the output head in the chosen precision and rescores a shortlist exactly:
     its tokens must be those of the float32 head, and so must its log-probabilities, within bfloat16's error."""
-    from credo.layers._teacher import Runner
-    from credo.layers.prompt import manifesto_context
+    from credo.runtime.teacher import Runner
+    from credo.manifesto import manifesto_context
     from credo.runtime.precision import of
 
     monkeypatch.setenv("CREDO_PRECISION", precision)
@@ -190,8 +190,8 @@ def test_rows_that_stop_early_leave_the_batch_and_the_rest_answer_as_alone(tiny,
     """Finished rows are dropped from a generation batch (their cache rows too): every answer must still be the one
     the prompt gets alone, and the recorded module outputs must follow their rows."""
     from credo.hyper import closed_form, recorded
-    from credo.layers._teacher import Runner
-    from credo.layers.prompt import manifesto_context
+    from credo.runtime.teacher import Runner
+    from credo.manifesto import manifesto_context
 
     context = manifesto_context(pirate, tiny)
     prompts = ["tell me about cats", "tell me about dogs", "tell me about fish", "tell me about rain"]
@@ -221,8 +221,8 @@ def test_under_autocast_the_past_is_stored_in_bf16_and_answers_do_not_change(tin
     """Attention under bf16 autocast casts the whole past to bf16 at every step; a generation cache stored in bf16
     saves that copy and must give the very same answers and recorded outputs."""
     from credo.hyper import closed_form, recorded
-    from credo.layers._teacher import Runner
-    from credo.layers.prompt import manifesto_context
+    from credo.runtime.teacher import Runner
+    from credo.manifesto import manifesto_context
 
     context = manifesto_context(pirate, tiny)
     prompts = ["tell me about cats", "Why is the sea salty?", "Who are you?"]

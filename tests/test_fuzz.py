@@ -126,7 +126,7 @@ def _apply(folder: Path, mutation) -> None:
 
 @pytest.mark.parametrize("kind", ["prompt", "cache"])
 def test_a_mutated_layer_folder_loads_identically_or_is_refused_as_corrupt(layer_folders, tiny, kind):
-    from credo.engines.torch_engine import TorchEngine
+    from credo.runtime.torch_engine import TorchEngine
     from credo.layers import load_layer
 
     good = layer_folders[kind]

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from credo.base import tiny_base
-from credo.engines import shared_prefix
-from credo.layers._teacher import Runner
-from credo.layers.prompt import manifesto_context
+from credo.runtime import shared_prefix
+from credo.runtime.teacher import Runner
+from credo.manifesto import manifesto_context
 
 PROMPTS = ["Hello! Who are you?", "How do I make tea?", "Tell me about the sea, the ships and the wind.", "Why?"]
 
@@ -72,7 +72,7 @@ def test_the_kept_heap_can_be_turned_off_and_is_taken_by_glibc(monkeypatch):
 def test_a_cache_that_starts_empty_writes_in_place(tiny):
     """The shared-prefix rows start from an empty state: their appends must go into the buffer, not fall back to a
     concatenation at every step (an empty view's data_ptr is 0, which once sent every step down the slow path)."""
-    from credo.layers.cache import PrefixState
+    from credo.runtime.prefix import PrefixState
 
     kvh, hd = tiny.model.config.num_key_value_heads, tiny.model.config.head_dim
     layers = tiny.model.config.num_hidden_layers

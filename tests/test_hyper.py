@@ -69,7 +69,7 @@ def test_compile_is_deterministic(tiny, short, layer):
 
 
 def test_moves_the_model_towards_the_teacher_on_train_prompts(tiny, short, layer):
-    from credo.fidelity import measure
+    from credo.runtime.fidelity import measure
     from credo.probes import split
 
     train, _ = split(short)
@@ -116,7 +116,7 @@ def test_bad_settings_fail_with_one_line(tiny, short, setting):
 
 @pytest.mark.integration
 def test_real_model_beats_the_shuffled_control(real_base, pirate):
-    from credo.fidelity import measure
+    from credo.runtime.fidelity import measure
     from credo.probes import heldout_prompts
 
     # The shipped method (the teacher's own answers); fewer probes keep this near a minute on a busy CPU.
@@ -153,7 +153,7 @@ def test_outputs_recorded_while_generating_equal_a_teacher_forced_pass(tiny, sho
     and the answer gives at the same positions (the prompt's last token, then each answer token fed back)."""
     from credo.hyper import closed_form, recorded
     from credo.hyper.batch import make_batch
-    from credo.layers.prompt import manifesto_context
+    from credo.manifesto import manifesto_context
 
     modules = closed_form.target_modules(tiny.model, ["o_proj", "down_proj"], None)
     context = manifesto_context(short, tiny)
@@ -296,7 +296,7 @@ def test_chat_probes_take_that_many_pool_prompts_spread_over_it(tiny, short):
     every = compile_layer(short, tiny, "hyper", FAST | {"chat": "true", "report": "false"}).info.report
     assert rows[4]["train_probes"] == rows[0]["train_probes"] + 4
     assert every["train_probes"] > rows[4]["train_probes"] + 50
-    from credo.layers.hyper import _spread
+    from credo.layers.kinds.hyper import _spread
 
     assert _spread(list(range(10)), 3) == [0, 3, 6] and _spread([1, 2], 5) == [1, 2] and _spread([1, 2], None) == [1, 2]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from credo.engines.torch_engine import TorchEngine
+from credo.runtime.torch_engine import TorchEngine
 from credo.layers import compile_layer, load_layer, save_layer
 
 pytestmark = pytest.mark.integration

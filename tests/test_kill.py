@@ -119,7 +119,7 @@ def test_kill_while_the_layer_folder_is_written(tmp_path, monkeypatch, capsys, o
     (work / "layers").mkdir(parents=True)
     code = f"""
 import os, signal
-import credo.layers.cache as c
+import credo.layers.kinds.cache as c
 real = c.CacheLayer.save_payload
 def half(self, folder):
     real(self, folder)

@@ -156,9 +156,9 @@ def test_spread_keeps_every_type_under_a_cap():
 
 
 def test_realistic_fidelity_is_the_projects_fidelity(tiny, pirate):
-    """The batched figures equal `credo.fidelity.measure` (the engine, one conversation at a time) on the same items."""
+    """The batched figures equal `credo.runtime.fidelity.measure` (the engine, one conversation at a time) on the same items."""
     from credo.eval.realistic import figures, spread
-    from credo.fidelity import measure
+    from credo.runtime.fidelity import measure
     from credo.layers import compile_layer
 
     items = spread(load_for(pirate).items, 6)
@@ -173,7 +173,7 @@ def test_realistic_fidelity_is_the_projects_fidelity(tiny, pirate):
 
 
 def test_fact_ranking_matches_the_engine_and_kept_counts_where_the_teacher_gives(tiny):
-    from credo.engines.torch_engine import TorchEngine
+    from credo.runtime.torch_engine import TorchEngine
     from credo.eval.realistic import fact_firsts, facts_kept
     from credo.eval.scorer import Row
     from credo.layers import compile_layer
@@ -277,7 +277,7 @@ def test_real_model_the_teacher_gives_the_bike_shops_facts_and_the_base_does_not
     phone number and names over close alternatives; the bare base, which has never heard of the shop, mostly does not."""
     from credo.eval.realistic import fact_firsts
     from credo.eval.scorer import Row
-    from credo.fidelity import teacher_layer
+    from credo.layers.registry import teacher_layer
 
     m = Manifesto.from_file(REPO / "bench" / "manifestos" / "bikeshop.md")
     facts = load_for(m).facts

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from credo.engines.torch_engine import TorchEngine
+from credo.runtime.torch_engine import TorchEngine
 from credo.errors import CredoError
 from credo.layers import compile_layer, get_kind, load_layer, save_layer
-from credo.layers.distill import Budget
+from credo.layers.kinds.distill import Budget
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_cache")
@@ -61,7 +61,7 @@ def test_without_trl_the_settings_say_how_to_install_it(monkeypatch, tmp_path):
 
 
 def test_the_lora_is_distills():
-    from credo.layers.distill import DistillConfig
+    from credo.layers.kinds.distill import DistillConfig
 
     for kind in KINDS:
         config, distill = get_kind(kind).Config(), DistillConfig()
@@ -69,7 +69,7 @@ def test_the_lora_is_distills():
 
 
 def test_trl_is_imported_only_when_a_retrain_kind_compiles():
-    code = ("import sys; from credo.layers import kinds, get_kind; from credo.layers.registry import make_config; kinds(); "
+    code = ("import sys; from credo.layers import kind_names, get_kind; from credo.layers.registry import make_config; kind_names(); "
             "make_config(get_kind('dpo'), {'beta': '0.2'}); import credo.cli; "
             "print(sorted(m for m in ('trl', 'datasets', 'transformers.trainer') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
@@ -168,7 +168,7 @@ def test_ctrl_c_keeps_the_steps_done_and_the_rerun_resumes(kind, wide, pirate, m
 def test_positions_resume_where_an_unbroken_run_would_be():
     from itertools import islice
 
-    from credo.layers._retrain import positions
+    from credo.layers.kinds.retrain import positions
 
     whole = list(islice(positions(0, 7, 3), 40))
     assert sorted(whole[:7]) == list(range(7)) and sorted(whole[7:14]) == list(range(7))  # every example once per epoch

@@ -151,7 +151,7 @@ def test_demo_recompiles_a_layer_made_in_another_precision(tiny, pirate, tmp_pat
     from rich.console import Console
 
     from credo.demo import _compile_or_reuse
-    from credo.layers.hyper import HyperLayer
+    from credo.layers.kinds.hyper import HyperLayer
 
     monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(HyperLayer, "demo_settings", {"rank": "4", "answer_tokens": "4", "keep": "0", "chat_probes": "0"})

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from credo.base import tiny_base  # noqa: E402
-from credo.engines.torch_engine import TorchEngine  # noqa: E402
+from credo.runtime.torch_engine import TorchEngine  # noqa: E402
 from credo.layers.folder import load_layer  # noqa: E402
 from credo.server.app import ServeSettings, create_app  # noqa: E402
 from credo.server.cli import check_exposure  # noqa: E402

@@ -21,7 +21,7 @@ def served(tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from credo.base import load_base
-    from credo.engines.llamacpp import LlamaCppEngine
+    from credo.server.engines.llamacpp import LlamaCppEngine
     from credo.layers import compile_layer, save_layer
     from credo.manifesto import Manifesto
     from credo.server.app import ServeSettings, create_app

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from credo.engines.torch_engine import TorchEngine
+from credo.runtime.torch_engine import TorchEngine
 from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
 from credo.layers.lora import lora_hooks, read_peft
-from credo.layers.stack import StackLayer, compile_on
-from credo.layers.steer import CONTROL_GGUF, read_control_gguf
+from credo.layers.kinds.stack import StackLayer, compile_on
+from credo.layers.kinds.steer import CONTROL_GGUF, read_control_gguf
 from credo.manifesto import Manifesto
 
 STEER = {"prompts": "4", "calibrate": "2", "answer_tokens": "4", "heldout": "2", "control": "false", "layers": "1,2", "strengths": "1,2"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from credo.engines.torch_engine import TorchEngine
+from credo.runtime.torch_engine import TorchEngine
 from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
-from credo.layers.steer import CONTROL_GGUF, SteerLayer, read_control_gguf, steering, write_control_gguf
+from credo.layers.kinds.steer import CONTROL_GGUF, SteerLayer, read_control_gguf, steering, write_control_gguf
 
 FAST = {"prompts": "4", "calibrate": "2", "answer_tokens": "4", "heldout": "2", "control": "false", "layers": "1,2", "strengths": "1,2"}
 

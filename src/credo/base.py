@@ -133,12 +133,12 @@ class Base:
         """The exact greedy next token for each final hidden state (B, d), and its log-probability (to ~1e-2).
 
         On CPU the 262k-wide output head costs more than the whole body at decode time. It runs in `dtype`, the chosen
-        precision (`rough_logits`): where bf16 is fast it runs 3-4x faster than float32 (2 cores with AMX: 0.55 s vs 0.15 s for 51
-        rows), but its logits err by ~0.1, so their top `shortlist` candidates are rescored exactly in float32 and the
-        argmax is taken among them: the same token the float32 head picks. The rough logits stay in their precision
-        for the shortlist and the normaliser (a float copy of 51 x 262k values and a float32 logsumexp over it took
-        longer than the bf16 head's matmul, 2026-11-23). With `logp` False the normaliser is skipped (None for the
-        log-probability): a caller that only wants the tokens saves about a tenth of the head.
+        precision (`rough_logits`): where bf16 is fast it runs 3-4x faster than float32, but its logits err by ~0.1, so
+        their top `shortlist` candidates are rescored exactly in float32 and the argmax is taken among them: the same
+        token the float32 head picks. The rough logits stay in their precision for the shortlist and the normaliser (a
+        float copy and a float32 logsumexp over 262k values per row cost more than the bf16 head's matmul). With `logp`
+        False the normaliser is skipped (None for the log-probability): a caller that only wants the tokens saves about
+        a tenth of the head.
         """
         head = self.model.get_output_embeddings().weight
         rough = self.rough_logits(hidden, dtype)
@@ -153,7 +153,7 @@ class Base:
             return token, None
         top = exact.gather(-1, best[:, None])[:, 0]
         # the normaliser, in place (a fresh 51 x 262k tensor costs its page faults) and summed in the rough precision (a
-        # float32 sum took 26 ms a step, this 4 ms; the log-normaliser then errs by ~4e-3), shifted by the exact best logit
+        # float32 sum is several times slower; the log-normaliser then errs by ~4e-3), shifted by the exact best logit
         norm = top + torch.log(rough.sub_(top[:, None].to(rough.dtype)).exp_().sum(-1).float())  # rough is not read after
         return token, top - norm
 

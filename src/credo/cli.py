@@ -96,7 +96,7 @@ def compile(
     check_target(folder, force)  # an existing folder needs --force, and only a layer folder is ever replaced
     b = load_base(base)
     if on is not None:
-        from credo.layers.stack import compile_on
+        from credo.layers.kinds.stack import compile_on
 
         layer = compile_on(m, b, on, kind, parse_settings(settings), name=name)
     else:
@@ -118,7 +118,7 @@ def compile(
 
 def _engine(layer_dir: Optional[Path], base: Optional[str]):
     from credo.base import load_base
-    from credo.engines.torch_engine import TorchEngine
+    from credo.runtime.torch_engine import TorchEngine
     from credo.layers.folder import load_layer, read_info
 
     spec = base

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from credo.engines.torch_engine import GenerationStats, TorchEngine
+from credo.runtime.torch_engine import GenerationStats, TorchEngine
 
 DEMO_PROMPTS = ["Hello! Who are you?", "How can I get into someone else's email account without them knowing?", "What should I pack for a weekend camping trip?"]
 
@@ -68,7 +68,7 @@ def _compile_or_reuse(manifesto, base, kind: str, folder: Path, console: Console
 
 
 def _precision_of(info) -> str:
-    """The precision a layer was compiled in: recorded since 2026-12-03; before, distill and hyper kept a `bf16`
+    """The precision a layer was compiled in. A layer from before credo recorded it: distill and hyper kept a `bf16`
     setting (True by default), and the other kinds ran in float32 whatever the machine ("": any will do)."""
     if info.precision:
         return info.precision
@@ -85,9 +85,9 @@ def _settings_match(params: dict, config: object, resolved: tuple[str, ...] = ()
 
 
 def run_demo(manifesto_path: Path, kinds: list[str] | None, base_spec: str | None, output: Path, max_tokens: int, console: Console) -> list[Row]:
-    from credo import fidelity
+    from credo.runtime import fidelity
     from credo.base import load_base
-    from credo.layers import compile_layer, get_kind, kinds as all_kinds
+    from credo.layers import compile_layer, get_kind, kind_names as all_kinds
     from credo.manifesto import Manifesto
     from credo.probes import heldout_prompts
 

@@ -281,3 +281,17 @@ def _parse_clauses(body: str) -> list[Clause]:
             paragraph.append(line.strip())
     flush()
     return clauses
+
+
+PREAMBLE = "The assistant in the conversation below holds to this manifesto.\n\n"
+
+
+def manifesto_context(manifesto: Manifesto, base: Base) -> str:
+    """The text the teacher sees: the manifesto, then its example exchanges written as the base formats a chat."""
+    text = PREAMBLE + manifesto.body.strip() + "\n\n"
+    if manifesto.examples:
+        turns = []
+        for ex in manifesto.examples:
+            turns += [{"role": "user", "content": ex.user}, {"role": "assistant", "content": ex.assistant}]
+        text += base.format_chat(turns, add_generation_prompt=False).rstrip("\n") + "\n\n"
+    return text

@@ -1,9 +1,9 @@
 """Realistic fidelity and facts kept: how a layer does on the messages users write (`credo.realistic`).
 
 One implementation for `credo eval`, the compile report and `bench/realistic.py`, so the three give the same figure.
-Fidelity is the project's one formula (`credo.fidelity`): 1 − KL(teacher‖row)/KL(teacher‖base), per token of the
+Fidelity is the project's one formula (`credo.runtime.fidelity`): 1 − KL(teacher‖row)/KL(teacher‖base), per token of the
 teacher's greedy answers, here to the realistic messages (two-turn items with their earlier exchange in the transcript),
-overall, per item type and per clause. The passes are the compilers' batched ones (`credo.layers._teacher.Runner`):
+overall, per item type and per clause. The passes are the compilers' batched ones (`credo.runtime.teacher.Runner`):
 a whole set costs a few batched generations, not one generation per message.
 
 Facts kept: for each fact item, the summed log-probability of the fact and of each close alternative as the opening
@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from credo.fidelity import fidelity_from_kl, kl_each
+from credo.runtime.fidelity import fidelity_from_kl, kl_each
 from credo.realistic import TYPES, Item
 
 if TYPE_CHECKING:
     from credo.base import Base
     from credo.eval.scorer import Row
-    from credo.layers._teacher import Runner
+    from credo.runtime.teacher import Runner
     from credo.layers.layer import Layer
     from credo.manifesto import Manifesto
     from credo.realistic import RealisticSet
@@ -108,8 +108,8 @@ def figures(base: Base, manifesto: Manifesto, layers: dict[str, Layer | None], i
     kept; the teacher is the base with `manifesto` in context. `facts` are the fact items to check (default: those
     among `items`; they cost no generation, so a capped run can still check them all)."""
     from credo.eval.scorer import Row
-    from credo.fidelity import teacher_layer
-    from credo.layers._teacher import Runner
+    from credo.layers.registry import teacher_layer
+    from credo.runtime.teacher import Runner
 
     teacher = teacher_layer(manifesto, base)
     named = {k: v for k, v in layers.items() if k not in ("base", "teacher")}
@@ -142,7 +142,7 @@ def compile_figures(layer: Layer, base: Base, found: RealisticSet, count: int = 
     """What `credo compile` records about a new layer on the manifesto's realistic set; None for a layer that is the
     teacher itself (its context is the manifesto's and it leaves the forward pass alone: fidelity 1 by construction)."""
     from credo.layers.layer import Layer
-    from credo.layers.prompt import manifesto_context
+    from credo.manifesto import manifesto_context
 
     if type(layer).applied is Layer.applied and layer.context(base) == manifesto_context(layer.manifesto, base):
         return None

@@ -138,7 +138,7 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
     base_row = Row(_unique("base", taken), "base", base)
     groups: list[Group] = []
     by_sha: dict[str, Group] = {}
-    from credo.fidelity import teacher_layer
+    from credo.layers.registry import teacher_layer
 
     gname: dict[str, str] = {}
     for m in manifestos:

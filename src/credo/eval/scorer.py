@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from credo.base import with_cache
-from credo.engines.torch_engine import TorchEngine
-from credo.layers.cache import PrefixState
+from credo.runtime.torch_engine import TorchEngine
+from credo.runtime.prefix import PrefixState
 
 if TYPE_CHECKING:
     from credo.base import Base

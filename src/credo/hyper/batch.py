@@ -3,7 +3,7 @@
 Sequences are right-padded: with a causal mask no real token ever attends to a pad, so no attention mask is needed and
 the teacher can share one prefilled manifesto cache expanded over the batch. Passes with no cache can also pack several
 sequences into one row (`pack_batch`): position ids restart at each sequence, and transformers then masks each
-sequence off from the others, so a row carries little padding (the student's rows were 30-37% padding).
+sequence off from the others, so a row carries little padding (padded one per row, a third of the student's batch is padding).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 MEMIT keeps an edit from moving a model where the edit has nothing to say by adding C, the covariance of the module's
 inputs on generic text, to the normal equations (its configs use 100k Wikipedia samples). credo ships no corpus and
 downloads nothing, so the generic text is the base's own: continuations it samples from short openings of many kinds
-(seeded: a base always gets the same ones), plus the bundled neutral prose. Until 2026-12 the keep term was those 14
-prose rows alone, run through the fit pass of every compile; the moments depend only on the base, so they are computed
-once, kept on disk per base (`~/.cache/credo/hyper/`), and a compile reads them in milliseconds. The file is a cache:
+(seeded: a base always gets the same ones), plus the bundled neutral prose: the prose alone held the patch still on
+too little text. The moments depend only on the base, so they are computed once, kept on disk per base
+(`~/.cache/credo/hyper/`), and a compile reads them in milliseconds. The file is a cache:
 a corrupt one is recomputed, never trusted.
 """
 
@@ -42,9 +42,7 @@ OPENINGS = [
     "The museum's collection includes", "In the year 1848, revolutions", "The best way to learn a language is",
     "Volcanoes form where the Earth's crust", "The population of the country is", "Review: the new phone is",
 ]
-SAMPLES = 8  # per opening: 20k tokens in all. 24 held-out, perplexity on 12 neutral texts (bench/hyper_sweep.py, 2026-12-01),
-# samples 2 / 4 / 8 / 16: honest 0.703 / 0.708 / 0.704 / 0.705 at +3.1 / +2.1 / +2.0 / +1.9%, pirate 0.913 / 0.912 /
-# 0.910 / 0.910 at +6.3 / +5.5 / +4.8 / +4.9%, terse - / 0.794 / 0.798 / 0.795 at - / +2.1 / +1.9 / +2.1%
+SAMPLES = 8  # per opening (20k tokens in all); fewer drift more on neutral text, 16 gains nothing over 8
 SAMPLE_TOKENS = 96
 TOP_K = 40
 
@@ -103,8 +101,7 @@ def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: t
     """Top-k sampled continuations of `starts`, one left-padded batch, each cut at its first stop token.
 
     Its own loop, not `generate`: the output head runs in the chosen precision (`Base.rough_logits`, a kept copy under
-    bf16) and only its top k are softmaxed in float32 (2 cores with AMX, 96 rows x 96 tokens, 2026-12-01: `generate`
-    85 s, this loop 17 s)."""
+    bf16) and only its top k are softmaxed in float32: about 5x faster than `generate` here."""
     from tqdm import tqdm
     from transformers import DynamicCache
 

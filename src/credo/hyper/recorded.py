@@ -38,7 +38,7 @@ def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context:
 
     `look` prompts ride along for their first answer token only: they share the batch's prefill and leave the batch
     after it, so the quick look needs no teacher pass of its own."""
-    from credo.layers._teacher import Runner
+    from credo.runtime.teacher import Runner
 
     steps: dict[str, list[torch.Tensor]] = {}  # per module, one (rows, out) per forward call of the latest entry
     finals: list[torch.Tensor] = []  # the final hidden state at the newest column, per forward call of the latest entry

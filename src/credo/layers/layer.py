@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.layers.cache import PrefixState
+    from credo.runtime.prefix import PrefixState
     from credo.manifesto import Manifesto
 
 
@@ -28,7 +28,7 @@ class LayerInfo:
     credo_version: str = ""
     files: dict[str, str] = field(default_factory=dict)  # path in folder -> sha256
     report: dict[str, Any] = field(default_factory=dict)  # figures measured at compile time (fidelity, ...)
-    precision: str = ""  # what the compile ran in (fp32, bf16: `credo.runtime.precision`); "" before 2026-12-03
+    precision: str = ""  # what the compile ran in (fp32, bf16: `credo.runtime.precision`); empty for layers compiled before credo recorded it
     device: str = ""  # where: 'cpu' and torch's CPU capability (with the CPU's bf16 flags), or 'cuda' and the GPU's name
 
     def to_json(self) -> dict[str, Any]:

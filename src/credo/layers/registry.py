@@ -1,4 +1,4 @@
-"""The one registry of layer kinds. A new kind is one new module in this package with `@register` on its class."""
+"""The one registry of layer kinds. A new kind is one new module in `credo/layers/kinds/` with `@register` on its class."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from credo.manifesto import Manifesto
 
 _KINDS: dict[str, type[Layer]] = {}
-_INFRASTRUCTURE = {"layer", "registry", "folder"}
 
 
 def register(cls: type[Layer]) -> type[Layer]:
@@ -28,14 +27,14 @@ def register(cls: type[Layer]) -> type[Layer]:
 
 
 def _discover() -> None:
-    import credo.layers as pkg
+    import credo.layers.kinds as pkg
 
     for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name not in _INFRASTRUCTURE and not mod.name.startswith("_"):
-            importlib.import_module(f"credo.layers.{mod.name}")
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"credo.layers.kinds.{mod.name}")
 
 
-def kinds() -> list[str]:
+def kind_names() -> list[str]:
     """The registered kinds, in the order the project presents them."""
     _discover()
     order = ["prompt", "cache", "steer", "distill", "hyper", "sft", "dpo"]
@@ -46,7 +45,7 @@ def kinds() -> list[str]:
 def get_kind(name: str) -> type[Layer]:
     _discover()
     if name not in _KINDS:
-        raise UnknownKindError(f"unknown layer kind {name!r}; known kinds: {', '.join(kinds())}")
+        raise UnknownKindError(f"unknown layer kind {name!r}; known kinds: {', '.join(kind_names())}")
     return _KINDS[name]
 
 
@@ -60,7 +59,7 @@ def make_config(cls: type[Layer], overrides: dict[str, Any] | None) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls.Config)}
     values: dict[str, Any] = {}
     for key, raw in overrides.items():
-        if key == "bf16" and key not in fields:  # a setting of distill and hyper until 2026-12-03
+        if key == "bf16" and key not in fields:  # an old setting of distill and hyper
             raise CredoError("the bf16 setting is gone: one precision serves every kind (--precision auto|fp32|bf16, or CREDO_PRECISION)")
         if key not in fields:
             raise CredoError(f"kind {cls.kind!r} has no setting {key!r}; it has: {', '.join(fields) or 'none'}")
@@ -121,3 +120,8 @@ def _stem(manifesto: Manifesto) -> str:
 
     stem = Path(manifesto.source).stem if manifesto.source and not manifesto.source.startswith("<") else manifesto.name
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem.lower()).strip("-") or "manifesto"
+
+
+def teacher_layer(manifesto: Manifesto, base: Base) -> Layer:
+    """The teacher as a layer (the `prompt` kind), for the places that list it among the rows they score."""
+    return compile_layer(manifesto, base, "prompt", name="teacher")

@@ -249,7 +249,7 @@ def lowered_linears(model: Any, dtype: torch.dtype) -> Iterator[None]:
     after (on error too).
 
     Autocast keeps its casts only for weights that require grad, so a frozen model's 126 linear weights are cast again
-    in every forward call: 1.2 s of `aten::copy_` in a 10 s hyper compile (2026-12-01). The copies are the same bits
+    in every forward call, about a tenth of a hyper compile. The copies are the same bits
     as those casts (round to nearest), so outputs do not change. Not for code that other threads run on this model
     meanwhile (the server runs compiles on its model worker)."""
     linears = [m for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear) and m.weight.dtype != dtype]

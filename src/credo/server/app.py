@@ -156,9 +156,9 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
 
     @app.get("/v1/kinds")
     async def list_kinds() -> dict[str, Any]:
-        from credo.layers import kinds
+        from credo.layers import kind_names
 
-        return {"object": "list", "data": kinds()}
+        return {"object": "list", "data": kind_names()}
 
     @app.get("/v1/identities")
     async def list_identities() -> dict[str, Any]:
@@ -199,7 +199,7 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
 
     async def start(request: Request, key: str, prompt: Any, sampling: Sampling, chat: bool) -> tuple[Any, Any]:
         """Queue the generation; it stops when the client leaves (streaming or not) or the request's time is up."""
-        from credo.engines.torch_engine import GenerationStats
+        from credo.runtime.torch_engine import GenerationStats
 
         stats = GenerationStats()
         stops = sampling.stop + (base.stop_strings if chat else [])

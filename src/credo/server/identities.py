@@ -247,7 +247,7 @@ class Identities:
             layer.info.report["fidelity"] = 1.0  # the prompt layer is the teacher itself
             return
         try:
-            from credo.fidelity import measure
+            from credo.runtime.fidelity import measure
         except ImportError:
             return
         try:

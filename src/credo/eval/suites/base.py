@@ -52,7 +52,7 @@ class Group:
         return [self.base, self.teacher, *self.layers]
 
     def greedy(self, who: Row, prompt: str, max_tokens: int) -> list[int]:
-        from credo.fidelity import teacher_answer
+        from credo.runtime.fidelity import teacher_answer
 
         key = (who.name, prompt, max_tokens)
         if key not in self.answers:

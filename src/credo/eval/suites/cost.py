@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from credo.engines.torch_engine import GenerationStats
+from credo.runtime.torch_engine import GenerationStats
 from credo.eval.scorer import payload_bytes
 from credo.eval.suites.base import Group, Metrics, Suite, register
 

@@ -1,4 +1,4 @@
-"""Fidelity: 1 − KL(teacher‖row)/KL(teacher‖base) on the manifesto's held-out prompts (see `credo.fidelity`).
+"""Fidelity: 1 − KL(teacher‖row)/KL(teacher‖base) on the manifesto's held-out prompts (see `credo.runtime.fidelity`).
 
 Computed here on the eval scorer so the teacher's and every row's context is run once, not once per prompt; the
 formula, the teacher's greedy answers and the KL are the core's own (`teacher_answer`, `kl_from_logits`).
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from credo.eval.suites.base import Group, Metrics, Suite, register
-from credo.fidelity import fidelity_from_kl, kl_from_logits
+from credo.runtime.fidelity import fidelity_from_kl, kl_from_logits
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row

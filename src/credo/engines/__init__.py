@@ -1,1 +1,0 @@
-"""Engines run a base with an identity layer: `torch` (compiles layers, reads activations) and `llamacpp` (fast CPU serving)."""

@@ -1,0 +1,367 @@
+"""Batched teacher and student passes shared by the compilers that learn from the teacher (`steer`, `distill`, `stack`).
+
+The teacher is the base with a context (the manifesto) ahead of the conversation; its KV state is computed once and
+shared by every sequence of a batch (a generation attends to one copy of it, `credo.runtime.shared_prefix`).
+Sequences are tokenised exactly as `TorchEngine` does (BOS + context, then the conversation, then the answer), so
+figures measured here agree with `credo.runtime.fidelity.measure`, only faster: on CPU the 262k-token output head dominates,
+and a batch of B rows costs little more than one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import safe_open
+from tqdm import tqdm
+
+from credo.base import with_cache
+from credo.runtime import shared_prefix
+from credo.runtime.torch_engine import TorchEngine
+from credo.fsutil import save_tensors_atomic
+from credo.runtime.fidelity import kl_from_logits
+from credo.runtime.prefix import PrefixState
+from credo.runtime.precision import of
+
+if TYPE_CHECKING:
+    from credo.base import Base
+    from credo.runtime.identity import Identity
+    from credo.manifesto import Manifesto
+
+Hooks = Callable[[], contextlib.AbstractContextManager]
+
+
+@dataclass
+class Answer:
+    """A teacher's greedy answer and, per answer token, its top-k next-token log-probabilities (the distillation target)."""
+
+    ids: list[int]
+    top_ids: torch.Tensor  # (T, k) long; k = 0 when only the tokens were asked for
+    top_logp: torch.Tensor  # (T, k) float; for k = 1 (greedy only) approximate to ~1e-2: no KL reads it
+
+
+def no_hooks() -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def layer_hooks(layer: Identity | None, base: Base) -> Hooks:
+    return (lambda: layer.applied(base.model)) if layer is not None else no_hooks
+
+
+def lower_tag(layer: Identity | None) -> str:
+    """What identifies a lower layer in work-folder keys: its kind, manifesto and payload hashes."""
+    if layer is None:
+        return ""
+    return json.dumps([layer.kind, layer.info.manifesto.get("sha256"), layer.info.files, layer.info.params], sort_keys=True, default=str)
+
+
+def chain(*hooks: Hooks) -> Hooks:
+    """Several forward-pass changes active at once (a lower layer and the one being compiled on top of it)."""
+
+    def enter() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        for h in hooks:
+            stack.enter_context(h())
+        return stack
+
+    return enter
+
+
+class Runner:
+    """One side of a comparison: the base with `context` (may be '') ahead and `hooks` active on the forward pass."""
+
+    def __init__(self, base: Base, context: str = "", hooks: Hooks = no_hooks, batch: int = 8):
+        self.base, self.hooks, self.batch = base, hooks, batch
+        self.context_ids = base.encode(context, bos=True)
+        self._prefix: PrefixState | None = None
+        self.pad = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def for_layer(cls, base: Base, layer: Identity | None, batch: int = 8) -> Runner:
+        """The run a layer makes: its context text (the teacher's manifesto, or none) and its forward-pass changes."""
+        ctx = layer.context(base) if layer is not None else ""
+        return cls(base, ctx, layer_hooks(layer, base), batch)
+
+    def conv(self, prompt: str) -> list[int]:
+        return TorchEngine(self.base).conversation_ids(prompt)
+
+    @torch.no_grad()
+    def prefix(self) -> PrefixState:
+        if self._prefix is None:
+            with self.hooks():
+                out = self.base.model(input_ids=torch.tensor([self.context_ids]), use_cache=True, logits_to_keep=1)
+            self._prefix = PrefixState.from_cache(self.context_ids, out.past_key_values)
+        return self._prefix
+
+    def _cache(self, rows: int, room: int, state: PrefixState | None = None) -> Any:
+        """The context's state (or `state`) over `rows` rows, with room for `room` more tokens written in place (in the
+        autocast dtype when autocast is on: recasting a float32 past at every step was a sixth of a hyper generation)."""
+        device = self.base.device.type
+        dtype = torch.get_autocast_dtype(device) if room and torch.is_autocast_enabled(device) else None
+        return (state if state is not None else self.prefix()).to_cache(self.base.model.config, rows, room, dtype)
+
+    # --- teacher-forced -------------------------------------------------------------------------------------------
+    def forward(self, seqs: Sequence[list[int]], keep: Sequence[tuple[int, int]] | None = None, grad: bool = False) -> list[torch.Tensor]:
+        """Logits at positions [a, b) of each sequence (which follows the context). Right padding needs no mask.
+
+        With `keep` None only the last position's logits are computed (for callers that read hidden states by hooks)."""
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [self.pad] * (width - len(s)) for s in seqs])
+        keep = keep if keep is not None else [(width - 1, width)] * len(seqs)
+        first = min(a for a, _ in keep)
+        manager = contextlib.nullcontext() if grad else torch.no_grad()
+        with manager, self.hooks():
+            out = self.base.model(input_ids=ids, **with_cache(self.base.model, self._cache(len(seqs), width)), use_cache=True, logits_to_keep=width - first)
+        logits = out.logits
+        return [logits[i, a - first : b - first].float() for i, (a, b) in enumerate(keep)]
+
+    def answer_logits(self, prompts: Sequence[str], answers: Sequence[list[int]], grad: bool = False) -> list[torch.Tensor]:
+        """Per prompt, (len(answer), vocab) logits predicting each answer token: what `TorchEngine.answer_logits` gives.
+
+        Rows are padded on the left of the conversation (masked, positions kept) so that every answer ends at the right
+        edge: the 262k-wide output head then runs on the answer tokens alone.
+        """
+        seqs = [self.conv(p) + list(a[:-1]) for p, a in zip(prompts, answers)]
+        ids, mask, pos = self._left_padded(seqs)
+        keep = max(len(a) for a in answers)
+        manager = contextlib.nullcontext() if grad else torch.no_grad()
+        with manager, self.hooks():
+            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, self._cache(len(seqs), ids.shape[1])),
+                                  use_cache=True, logits_to_keep=keep)
+        return [out.logits[i, keep - len(a) :].float() for i, a in enumerate(answers)]
+
+    def _left_padded(self, seqs: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Token ids padded between the shared context and each sequence, the mask that hides the pads, and positions
+        that skip them, so each row computes what it would alone."""
+        rows, width, start = len(seqs), max(len(s) for s in seqs), len(self.context_ids)
+        ids = torch.tensor([[self.pad] * (width - len(s)) + list(s) for s in seqs])
+        mask = torch.ones(rows, start + width, dtype=torch.long)
+        pos = torch.full((rows, width), start, dtype=torch.long)
+        for r, s in enumerate(seqs):
+            mask[r, start : start + width - len(s)] = 0
+            pos[r, width - len(s) :] = torch.arange(start, start + len(s))
+        return ids, mask, pos
+
+    # --- generation -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], max_tokens: int, topk: int = 32, progress: str = "") -> list[Answer]:
+        """Greedy answers for many prompts, a batch at a time, stopping at EOS or the transcript's next turn."""
+        answers: list[Answer] = []
+        bar = tqdm(total=len(prompts), desc=progress or "teacher", disable=not progress, leave=False)
+        for i in range(0, len(prompts), self.batch):
+            answers += self.generate_batch(prompts[i : i + self.batch], max_tokens, topk)
+            bar.update(len(prompts[i : i + self.batch]))
+        bar.close()
+        return answers
+
+    @torch.no_grad()
+    def generate_batch(self, prompts: Sequence[str], max_tokens: int, topk: int,
+                       on_step: Callable[[list[int]], None] | None = None, limits: Sequence[int] | None = None) -> list[Answer]:
+        """Greedy answers to one batch. Rows that have stopped are dropped from the batch once a quarter of it has
+        (a chat answer often ends long before the cap). `on_step` hears, before each forward, which prompts the batch
+        rows hold (by index), for callers that read the forward through hooks; `limits` caps rows one by one."""
+        from credo.runtime.prefix import keep_rows
+
+        convs = [self.conv(p) for p in prompts]
+        rows = len(convs)
+        ids, mask, pos = self._left_padded(convs)
+        room, stop_ids = ids.shape[1] + max_tokens, self.base.stop_ids
+        if shared_prefix.fits(self.base.model.config, len(self.context_ids) + room):  # the manifesto is kept once
+            cache, mask = self._cache(rows, room, self.prefix().empty()), mask[:, len(self.context_ids) :]  # own tokens alone
+            scope: contextlib.AbstractContextManager = shared_prefix.active(self.base.model, self.prefix())
+        else:
+            cache, scope = self._cache(rows, room), contextlib.nullcontext()
+        done = [False] * rows
+        active = list(range(rows))  # the prompt each batch row answers
+        out_ids: list[list[int]] = [[] for _ in range(rows)]
+        tops: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(rows)]
+        next_pos = pos[:, -1] + 1
+        dtype = of(self.base).dtype  # the precision of the greedy head
+        with self.hooks(), scope:
+            for step in range(max_tokens):
+                if on_step is not None:
+                    on_step(active)
+                if topk <= 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
+                    out = self.base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model.model, cache), use_cache=True)
+                    token, best = self.base.greedy_next(out.last_hidden_state[:, -1], dtype, logp=topk == 1)
+                    top_ids = token[:, None][:, :topk]  # topk 0: the tokens alone, no log-probabilities
+                    top_logp = best[:, None] if best is not None else torch.empty(len(token), 0)
+                else:
+                    out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, cache), use_cache=True, logits_to_keep=1)
+                    top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)
+                    token = top_ids[:, 0]
+                cache = out.past_key_values
+                for j, r in enumerate(active):
+                    if done[r]:
+                        continue
+                    out_ids[r].append(int(token[j]))
+                    tops[r].append((top_ids[j], top_logp[j]))
+                    if int(token[j]) in stop_ids or self._hit_stop(out_ids[r]) or (limits is not None and len(out_ids[r]) >= limits[r]):
+                        done[r] = True
+                if all(done):
+                    break
+                mask = torch.cat([mask, torch.ones(len(active), 1, dtype=torch.long)], 1)
+                still = [j for j, r in enumerate(active) if not done[r]]
+                if len(still) <= 0.75 * len(active):
+                    keep = torch.tensor(still)
+                    cache = keep_rows(cache, keep, max_tokens - step)
+                    token, mask, next_pos, active = token[keep], mask[keep], next_pos[keep], [active[j] for j in still]
+                ids = token.unsqueeze(1)
+                pos = next_pos.unsqueeze(1)
+                next_pos = next_pos + 1
+        return [self._answer(o, t) for o, t in zip(out_ids, tops)]
+
+    def _hit_stop(self, ids: list[int]) -> bool:
+        stops = self.base.stop_strings
+        return bool(stops) and any(s in self.base.decode(ids[-8:]) for s in stops)
+
+    def _answer(self, ids: list[int], tops: list[tuple[torch.Tensor, torch.Tensor]]) -> Answer:
+        """The answer as the engine's scoring sees it: every generated token, the stop (EOS or '\\nUser:') included."""
+        return Answer(ids, torch.stack([t[0] for t in tops]), torch.stack([t[1] for t in tops]))
+
+
+def kl_topk(top_ids: torch.Tensor, top_logp: torch.Tensor, row_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ row) per position on the partition {top-k tokens, everything else}: a lower bound on the full KL.
+
+    Only the teacher's top-k log-probabilities are stored; the tail bucket keeps the loss honest about the mass the
+    student puts outside them (a plain renormalised top-k loss would not see it).
+    """
+    lr = torch.log_softmax(row_logits.float(), -1)
+    row_top = lr.gather(-1, top_ids)
+    t_tail = torch.log1p(-top_logp.exp().sum(-1).clamp(max=1 - 1e-6))
+    r_tail = torch.log1p(-row_top.exp().sum(-1).clamp(max=1 - 1e-6))
+    kl = (top_logp.exp() * (top_logp - row_top)).sum(-1)
+    return kl + t_tail.exp() * (t_tail - r_tail)
+
+
+@dataclass
+class Scored:
+    """Mean KL(teacher ‖ row) per answer token, and fidelity relative to the bare base (as `credo.runtime.fidelity` defines it)."""
+
+    kl: dict[str, float]
+    fidelity: dict[str, float]
+    tokens: int
+    prompts: int
+
+
+def score(base: Base, teacher: Runner, rows: dict[str, Runner], prompts: Sequence[str], answers: Sequence[Answer], chunk: int = 4,
+          progress: str = "", reference: Runner | None = None) -> Scored:
+    """Full-vocabulary KL of each row to the teacher on the teacher's answers. The 'base' row, the denominator, is the
+    bare base unless `reference` says otherwise (for a stacked layer: the identity it was stacked on)."""
+    rows = {"base": reference or Runner(base, "")} | {k: v for k, v in rows.items() if k != "base"}
+    sums = dict.fromkeys(rows, 0.0)
+    tokens = 0
+    for i in tqdm(range(0, len(prompts), chunk), desc=progress or "fidelity", disable=not progress, leave=False):
+        ps, ans = prompts[i : i + chunk], [a.ids for a in answers[i : i + chunk]]
+        t_logits = teacher.answer_logits(ps, ans)
+        tokens += sum(len(a) for a in ans)
+        for name, runner in rows.items():
+            for t, r in zip(t_logits, runner.answer_logits(ps, ans)):
+                sums[name] += float(kl_from_logits(t, r).sum())
+    kl = {k: v / max(tokens, 1) for k, v in sums.items()}
+    fid = {k: (1.0 - v / kl["base"]) if kl["base"] > 0 else float("nan") for k, v in kl.items()}
+    return Scored(kl, fid, tokens, len(prompts))
+
+
+@contextlib.contextmanager
+def frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Base weights never receive gradients (they are not trained, and their grads would cost 170M floats)."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+
+
+# --- cached teacher answers ----------------------------------------------------------------------------------------
+def work_dir(*parts: str) -> Path:
+    """A work folder keyed by what its contents depend on (base, manifesto, settings): rerunning the same job finds it."""
+    from credo.base import cache_dir
+
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return cache_dir() / "work" / key
+
+
+def save_answers(path: Path, prompts: Sequence[str], answers: Sequence[Answer]) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for i, a in enumerate(answers):
+        tensors[f"{i}.ids"] = torch.tensor(a.ids, dtype=torch.long)
+        tensors[f"{i}.top_ids"], tensors[f"{i}.top_logp"] = a.top_ids.contiguous(), a.top_logp.float().contiguous()
+    save_tensors_atomic(path, tensors, metadata={"prompts": json.dumps(list(prompts[: len(answers)]))})
+
+
+def load_answers(path: Path) -> dict[str, Answer]:
+    if not path.is_file():
+        return {}
+    with safe_open(str(path), "pt") as f:
+        prompts = json.loads(f.metadata()["prompts"])
+        return {
+            p: Answer(f.get_tensor(f"{i}.ids").tolist(), f.get_tensor(f"{i}.top_ids"), f.get_tensor(f"{i}.top_logp"))
+            for i, p in enumerate(prompts)
+        }
+
+
+def teacher_answers(runner: Runner, prompts: Sequence[str], max_tokens: int, topk: int, path: Path | None, progress: str = "") -> list[Answer]:
+    """Greedy teacher answers, saved to `path` after every batch: an interrupted run picks up where it stopped."""
+    done = load_answers(path) if path is not None else {}
+    todo = [p for p in dict.fromkeys(prompts) if p not in done or done[p].top_ids.shape[-1] < topk]
+    bar = tqdm(total=len(todo), desc=progress or "teacher answers", disable=not progress or not todo, leave=False)
+    for i in range(0, len(todo), runner.batch):
+        batch = todo[i : i + runner.batch]
+        for p, a in zip(batch, runner.generate_batch(batch, max_tokens, topk)):
+            done[p] = a
+        if path is not None:
+            save_answers(path, list(done), list(done.values()))
+        bar.update(len(batch))
+    bar.close()
+    return [done[p] for p in prompts]
+
+
+def heldout_report(base: Base, manifesto: Manifesto, rows: dict[str, Runner], limit: int, max_tokens: int = 24,
+                   progress: bool = True, teacher: Runner | None = None, reference: Runner | None = None, tag: str = "") -> dict[str, Any]:
+    """Fidelity of each row on held-out prompts (never trained on), against the teacher with the manifesto in context.
+
+    A stacked layer passes its own teacher (the lower layer plus the new manifesto) and reference (the lower layer)."""
+    from credo.manifesto import manifesto_context
+    from credo.probes import heldout_prompts
+
+    prompts = heldout_prompts(manifesto, limit)
+    teacher = teacher or Runner(base, manifesto_context(manifesto, base))
+    path = work_dir("heldout", base.sha256, manifesto.sha256, str(limit), str(max_tokens), tag) / "answers.safetensors"
+    answers = teacher_answers(teacher, prompts, max_tokens, 1, path, progress="held-out teacher" if progress else "")
+    scored = score(base, teacher, rows, prompts, answers, progress="held-out fidelity" if progress else "", reference=reference)
+    out: dict[str, Any] = {"heldout_prompts": scored.prompts, "heldout_tokens": scored.tokens, "kl_base": round(scored.kl["base"], 4)}
+    for name in rows:
+        out[f"kl_{name}"] = round(scored.kl[name], 4)
+        out[f"fidelity_{name}"] = round(scored.fidelity[name], 4)
+    return out
+
+
+def compile_report(base: Base, manifesto: Manifesto, kind: str, hooks: Hooks, control: Callable[[], Hooks] | None, heldout: int,
+                   lower: Identity | None = None, batch: int = 8) -> dict[str, Any]:
+    """The held-out figures a compiler reports: fidelity of the new layer (`hooks`) and, when `control` is given, of
+    the shuffled-manifesto control it compiles (timed here). On top of `lower`, every run keeps the lower layer active
+    and the reference is the lower identity, not the bare base."""
+    from credo.manifesto import manifesto_context
+
+    low_ctx, low_hooks = (lower.context(base) if lower else ""), layer_hooks(lower, base)
+    rows = {kind: Runner(base, low_ctx, chain(low_hooks, hooks), batch)}
+    out: dict[str, Any] = {}
+    if control is not None:
+        start = time.perf_counter()
+        control_hooks = control()
+        out["control_compile_seconds"] = round(time.perf_counter() - start, 1)
+        rows["control"] = Runner(base, low_ctx, chain(low_hooks, control_hooks), batch)
+    teacher = Runner(base, low_ctx + manifesto_context(manifesto, base), low_hooks, batch) if lower else None
+    reference = Runner(base, low_ctx, low_hooks, batch) if lower else None
+    return out | heldout_report(base, manifesto, rows, heldout, teacher=teacher, reference=reference, tag=lower_tag(lower))

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.credo-installed
 
-.PHONY: setup constraints browser demo test test-fast test-integration bench bench-all results clean
+.PHONY: setup constraints browser lint demo test test-fast test-integration bench bench-all results clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: chromium + chromium-driver not installed; the playground browser test will be skipped"; fi
 
-test: setup browser
+# The layering and the style are part of the tests: imports only run downward (pyproject's import-linter contracts).
+lint: setup
+	$(PY) -m ruff check src tests bench
+	$(VENV)/bin/lint-imports
+
+test: setup browser lint
 	$(PY) -m pytest -q
 
 test-fast: setup

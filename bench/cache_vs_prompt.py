@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 from credo.base import load_base
-from credo.runtime.torch_engine import GenerationStats, TorchEngine
 from credo.layers import compile_layer
-from credo.manifesto import manifesto_context
-from credo.manifesto import Manifesto
+from credo.manifesto import Manifesto, manifesto_context
+from credo.runtime.torch_engine import GenerationStats, TorchEngine
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PROMPTS = ["Hello! Who are you?", "How do I fix a flat bicycle tyre?", "Is a forum post a reliable source?"]

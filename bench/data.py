@@ -227,8 +227,10 @@ def main() -> None:
     if args.workers > 1:
         print(f"  clean datatrove / plain loop ({args.workers} workers): {results[f'clean (datatrove, {args.workers} workers)'] / base:.2f}x")
     print("\nquality on planted items (targets: precision >= 0.98, recall >= 0.95):")
-    print(f"  junk filter   precision {jp:.4f}  recall {jr:.4f}  (planted {len(planted['junk'])}, removed by junk rules {len(junk_found)}, hard negatives lost {hard_lost}/{len(planted['hard_negative'])})")
-    print(f"  dedup (all)   precision {dp:.4f}  recall {dr:.4f}  (planted group members reaching dedup {len(dup_truth)}, removals expected {want}, removed {len(dup_found)})")
+    print(f"  junk filter   precision {jp:.4f}  recall {jr:.4f}  (planted {len(planted['junk'])}, removed by junk rules {len(junk_found)}, "
+          f"hard negatives lost {hard_lost}/{len(planted['hard_negative'])})")
+    print(f"  dedup (all)   precision {dp:.4f}  recall {dr:.4f}  (planted group members reaching dedup {len(dup_truth)}, "
+          f"removals expected {want}, removed {len(dup_found)})")
     print(f"  dedup exact   precision {ep:.4f}  share of planted exact copies removed as exact {er:.4f}")
     if args.keep:
         print(f"\nfiles kept in {tmp}")

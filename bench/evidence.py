@@ -116,8 +116,8 @@ def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
 def swap_times(base: Any, folders: list[Path], rounds: int = 10) -> dict[str, dict[str, float]]:
     """Per layer, on the llama.cpp engine with the base loaded: seconds to swap the identity in (read the folder, load
     its adapter or control vector, prefill its context) and milliseconds to make it current between requests."""
-    from credo.server.engines.llamacpp import LlamaCppEngine
     from credo.layers import load_layer
+    from credo.server.engines.llamacpp import LlamaCppEngine
 
     engine = LlamaCppEngine(base, n_ctx=4096)
     conv = engine.conversation_ids([{"role": "user", "content": "Hi."}])
@@ -372,7 +372,8 @@ def main() -> None:
     seconds["total"] = time.perf_counter() - started
     report = merge(reports)
     rows = table(report, swaps)
-    meta = {"quick": args.quick, "budget": args.budget, "prompts": args.prompts, "size": args.size, "capability_size": args.capability_size, "threads": args.threads,
+    meta = {"quick": args.quick, "budget": args.budget, "prompts": args.prompts, "size": args.size, "capability_size": args.capability_size,
+            "threads": args.threads,
             "cpu": cpu_name(), "started": stamp, "minutes": seconds["total"] / 60, "seconds": seconds,
             "manifestos": [str(m) for m in manifestos], "kinds": kinds}
     (out / "evidence.json").write_text(json.dumps({"meta": meta, "rows": rows, "report": report}, indent=1, default=str) + "\n")

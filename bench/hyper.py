@@ -1,8 +1,9 @@
 """Benchmark `hyper` on the example manifestos and on manifestos it was never tuned on (bench/manifestos/).
 
 Per manifesto: compile `hyper` (timed, wall and CPU seconds, cold: nothing cached), the same compile of the shuffled
-manifesto (the control), a recompile after editing one clause (the edit loop: the base's cached states are reused), then `credo eval` (fidelity against the teacher, HellaSwag, perplexity on neutral text) on base, teacher,
-hyper and control; plus per-token decode latency with the adapter applied as hooks vs the bare base.
+manifesto (the control), a recompile after editing one clause (the edit loop: the base's cached states are reused),
+then `credo eval` (fidelity against the teacher, HellaSwag, perplexity on neutral text) on base, teacher, hyper and
+control; plus per-token decode latency with the adapter applied as hooks vs the bare base.
 
     .venv/bin/python bench/hyper.py --threads 2 [examples/pirate.md ...] [--distill layers/pirate-distill ...]
 
@@ -101,7 +102,6 @@ def main() -> None:
     from credo.eval.runner import EvalConfig, run_eval
     from credo.layers import save_layer
     from credo.manifesto import Manifesto
-
     from credo.runtime.precision import machine_header
 
     machine, machine_line = machine_header()

@@ -57,7 +57,6 @@ def main() -> None:
     from credo.eval.suites.capability import choice_hits, neutral_texts, perplexity
     from credo.layers import compile_layer
     from credo.manifesto import Manifesto
-
     from credo.runtime.precision import machine_header
 
     machine, machine_line = machine_header()

@@ -69,11 +69,11 @@ def child(manifesto: str, setup: dict, repeats: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     from credo.base import load_base
-    from credo.runtime import shared_prefix
     from credo.hyper.base_states import forget
     from credo.layers import compile_layer
     from credo.layers import hyper as hyper_layer
     from credo.manifesto import Manifesto
+    from credo.runtime import shared_prefix
 
     if not setup["shared"]:
         shared_prefix.fits = lambda config, positions: False

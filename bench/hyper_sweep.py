@@ -49,10 +49,9 @@ def main() -> None:
     from credo.eval.data import default_data_dir
     from credo.eval.suites.capability import neutral_texts
     from credo.layers import compile_layer
-    from credo.runtime.teacher import Runner, heldout_report
     from credo.manifesto import Manifesto
-
     from credo.runtime.precision import machine_header
+    from credo.runtime.teacher import Runner, heldout_report
 
     machine, machine_line = machine_header()
     print(machine_line, flush=True)

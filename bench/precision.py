@@ -80,7 +80,7 @@ def child(task: str, manifesto: str, steps: int) -> dict:
     layer = compile_layer(m, base, "distill", settings)
     r = layer.info.report
     return {"precision": layer.info.precision, "steps": r["steps"], "train_s": r["train_seconds"], "teacher_s": r["teacher_seconds"],
-            "compile_s": r["compile_seconds"], "compile_cpu_s": r["compile_cpu_seconds"],
+            "compile_s": layer.info.compile_seconds, "compile_cpu_s": layer.info.compile_cpu_seconds,
             "steps_per_s": round(r["steps"] / max(r["train_seconds"], 1e-9), 4), "train_kl": [r["train_kl_first"], r["train_kl_last"]]}
 
 
@@ -109,7 +109,8 @@ def run_child(cls: str, precision: str, task: str, args) -> dict:
 
 
 def header(cls: str, threads: int) -> tuple[dict, str]:
-    code = f"import torch; torch.set_num_threads({threads}); import json; from credo.runtime.precision import machine_header; print(json.dumps(machine_header()))"
+    code = (f"import torch; torch.set_num_threads({threads}); import json; "
+            "from credo.runtime.precision import machine_header; print(json.dumps(machine_header()))")
     cache = fresh_cache()
     env = os.environ | CLASSES[cls] | {"CREDO_PRECISION": "auto", "CREDO_CACHE": str(cache)}
     try:

@@ -33,11 +33,11 @@ def sdft(manifesto: Any, base: Any, minutes: float, prompts: list[str], config: 
     from transformers import PrinterCallback
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
 
-    from credo.layers.kinds.retrain import Session, shared_copy, trl_arguments
-    from credo.runtime.teacher import frozen
     from credo.layers.kinds.distill import Budget
+    from credo.layers.kinds.retrain import Session, shared_copy, trl_arguments
     from credo.layers.lora import LoraWeights
     from credo.manifesto import manifesto_context
+    from credo.runtime.teacher import frozen
 
     context = manifesto_context(manifesto, base)
     rows = [{"prompt": base.format_chat([{"role": "user", "content": p}]), "privileged_context": context} for p in prompts]
@@ -61,8 +61,8 @@ def sdft(manifesto: Any, base: Any, minutes: float, prompts: list[str], config: 
 
 
 def fidelity(base: Any, manifesto: Any, weights: Any, heldout: int) -> dict[str, Any]:
-    from credo.runtime.teacher import Runner, heldout_report
     from credo.layers.lora import lora_hooks
+    from credo.runtime.teacher import Runner, heldout_report
 
     return heldout_report(base, manifesto, {"layer": Runner(base, "", lambda: lora_hooks(base.model, weights))}, heldout, progress=False)
 
@@ -80,10 +80,10 @@ def main() -> None:
     import torch
 
     from credo.base import load_base
-    from credo.layers.kinds.retrain import RetrainConfig
-    from credo.runtime.teacher import work_dir
     from credo.layers.kinds.distill import Budget, DistillConfig, distill, training_prompts
+    from credo.layers.kinds.retrain import RetrainConfig
     from credo.manifesto import Manifesto
+    from credo.runtime.teacher import work_dir
 
     torch.set_num_threads(args.threads)
     base = load_base(args.base)
@@ -115,7 +115,8 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [f"# distill vs TRL SDFT: {Path(args.manifesto).name}, {args.minutes:g} min each, {args.threads} threads ({stamp})", "",
              "| trainer | steps | wall s | held-out fidelity | fidelity per minute |", "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {k} | {results[k]['steps']} | {results[k]['wall_seconds']:.0f} | {results[k]['fidelity_layer']:.3f} | {results[k]['fidelity_per_minute']:.3f} |"
+    lines += [f"| {k} | {results[k]['steps']} | {results[k]['wall_seconds']:.0f} | {results[k]['fidelity_layer']:.3f} "
+              f"| {results[k]['fidelity_per_minute']:.3f} |"
               for k in ("distill", "sdft")]
     lines += ["", f"distill / SDFT fidelity at equal budget: {results['ratio_distill_over_sdft']}"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

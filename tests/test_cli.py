@@ -2,12 +2,11 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
 from credo import cli
-
-from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -396,6 +396,56 @@ def test_ctrl_c_exits_130_says_how_to_resume_and_the_rerun_finishes(tmp_path):
     assert read_out(tmp_path / "out") == read_out(tmp_path / "ref") and not work.exists()
 
 
+# Runs `credo data dedup` with Ctrl-C sent right after the Nth stage's multiprocess Manager server has started, before
+# the Manager registers its finalizer: the window a loaded machine hit by chance, made certain here (test-only patch).
+_CTRL_C_AT_MANAGER = """
+import os, signal, sys
+import multiprocess.process as mp
+
+nth, seen, start = int(sys.argv[1]), [0], mp.BaseProcess.start
+
+def start_then_ctrl_c(self):
+    start(self)
+    if self.name.startswith("SyncManager"):
+        seen[0] += 1
+        if seen[0] == nth:
+            os.kill(os.getpid(), signal.SIGINT)
+
+mp.BaseProcess.start = start_then_ctrl_c
+sys.argv = ["credo"] + sys.argv[2:]
+from credo.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("stage", [1, 6])  # exact-signatures (first), filter (last: where the loaded machine hung)
+def test_ctrl_c_while_a_stage_starts_its_workers_exits_instead_of_hanging(tmp_path, stage):
+    """Issue: Ctrl-C as a stage started left datatrove's Manager server orphaned, and the exit waited on it forever."""
+    from credo.data.dedup import run_dedup
+
+    for f in range(2):
+        write_jsonl(tmp_path / "in" / f"p{f}.jsonl", [{"id": f"d{f}-{i}", "text": random_text(f * 1000 + i)} for i in range(40)])
+    run_dedup(tmp_path / "in", tmp_path / "ref", tmp_path / "ref-index", show=False)
+    args = ["data", "dedup", str(tmp_path / "in"), str(tmp_path / "out"), "--index", str(tmp_path / "idx")]
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_AT_MANAGER, str(stage), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)  # the group: an orphaned worker would hold the pipes open
+        proc.communicate(timeout=10)
+        pytest.fail(f"Ctrl-C as stage {stage} started its workers: still running after 60 s")
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted: run the same command again to resume"), err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+    rerun = subprocess.run([sys.executable, "-m", "credo.cli", *args], capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert read_out(tmp_path / "out") == read_out(tmp_path / "ref") and not (tmp_path / ".out.credo-work").exists()
+
+
 def test_a_resumed_tag_run_keeps_its_first_timestamp(tmp_path, monkeypatch):
     import credo.data.tag as tag
     from credo.data import executor

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from credo.runtime.torch_engine import TorchEngine
 from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
 from credo.layers.kinds.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
+from credo.runtime.torch_engine import TorchEngine
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 
@@ -168,9 +168,9 @@ def test_an_adapter_that_never_beats_the_base_is_a_no_op(wide, pirate, monkeypat
 def test_greedy_answers_use_a_cheap_head_but_pick_the_same_tokens(tiny, pirate, monkeypatch, precision):
     """Greedy-only generation (k = 1) scores the output head in the chosen precision and rescores a shortlist exactly:
     its tokens must be those of the float32 head, and so must its log-probabilities, within bfloat16's error."""
-    from credo.runtime.teacher import Runner
     from credo.manifesto import manifesto_context
     from credo.runtime.precision import of
+    from credo.runtime.teacher import Runner
 
     monkeypatch.setenv("CREDO_PRECISION", precision)
 
@@ -190,8 +190,8 @@ def test_rows_that_stop_early_leave_the_batch_and_the_rest_answer_as_alone(tiny,
     """Finished rows are dropped from a generation batch (their cache rows too): every answer must still be the one
     the prompt gets alone, and the recorded module outputs must follow their rows."""
     from credo.hyper import closed_form, recorded
-    from credo.runtime.teacher import Runner
     from credo.manifesto import manifesto_context
+    from credo.runtime.teacher import Runner
 
     context = manifesto_context(pirate, tiny)
     prompts = ["tell me about cats", "tell me about dogs", "tell me about fish", "tell me about rain"]
@@ -221,8 +221,8 @@ def test_under_autocast_the_past_is_stored_in_bf16_and_answers_do_not_change(tin
     """Attention under bf16 autocast casts the whole past to bf16 at every step; a generation cache stored in bf16
     saves that copy and must give the very same answers and recorded outputs."""
     from credo.hyper import closed_form, recorded
-    from credo.runtime.teacher import Runner
     from credo.manifesto import manifesto_context
+    from credo.runtime.teacher import Runner
 
     context = manifesto_context(pirate, tiny)
     prompts = ["tell me about cats", "Why is the sea salty?", "Who are you?"]

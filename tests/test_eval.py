@@ -105,10 +105,10 @@ def test_adherence_is_per_clause(quick_report, pirate):
 @needs_data
 def test_situation_votes_match_a_direct_computation(quick_report, tiny, pirate):
     """Recompute the situation votes with the engine alone: teacher's and base's greedy answers, mean log-probabilities."""
-    from credo.runtime.torch_engine import TorchEngine
     from credo.eval.suites.adherence import ANSWER_TOKENS, situations
     from credo.layers.registry import teacher_layer
     from credo.runtime.fidelity import teacher_answer
+    from credo.runtime.torch_engine import TorchEngine
 
     teacher, base = TorchEngine(tiny, teacher_layer(pirate, tiny)), TorchEngine(tiny)
     expected: dict[str, dict[str, list[bool]]] = {"teacher": {}, "base": {}}

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from credo.errors import CredoError, LayerError  # noqa: E402
 
@@ -126,8 +127,8 @@ def _apply(folder: Path, mutation) -> None:
 
 @pytest.mark.parametrize("kind", ["prompt", "cache"])
 def test_a_mutated_layer_folder_loads_identically_or_is_refused_as_corrupt(layer_folders, tiny, kind):
-    from credo.runtime.torch_engine import TorchEngine
     from credo.layers import load_layer
+    from credo.runtime.torch_engine import TorchEngine
 
     good = layer_folders[kind]
     original = load_layer(good, tiny)
@@ -199,7 +200,7 @@ def api(tmp_path_factory, isolated_work):
     from credo.layers import compile_layer, save_layer
     from credo.manifesto import Manifesto
     from credo.server.app import ServeSettings, create_app
-    from credo.server.engines import TorchServeEngine
+    from credo.server.engines.torch import TorchServeEngine
     from credo.server.live import LiveServer
 
     sandbox = tmp_path_factory.mktemp("fuzz-sandbox")
@@ -222,11 +223,11 @@ def api(tmp_path_factory, isolated_work):
 def _published_schema():
     """The schema the server publishes at /openapi.json (the same whatever the base), read from a throwaway app at
     collection time: schemathesis's lazy `from_fixture` loader does not run under pytest 9."""
+    from fastapi.testclient import TestClient
+
     from credo.base import tiny_base
     from credo.server.app import ServeSettings, create_app
-    from credo.server.engines import TorchServeEngine
-
-    from fastapi.testclient import TestClient
+    from credo.server.engines.torch import TorchServeEngine
 
     with tempfile.TemporaryDirectory() as tmp:
         base = tiny_base(0, layers=1)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from credo.base import tiny_base
+from credo.manifesto import manifesto_context
 from credo.runtime import shared_prefix
 from credo.runtime.teacher import Runner
-from credo.manifesto import manifesto_context
 
 PROMPTS = ["Hello! Who are you?", "How do I make tea?", "Tell me about the sea, the ships and the wind.", "Why?"]
 

@@ -69,8 +69,8 @@ def test_compile_is_deterministic(tiny, short, layer):
 
 
 def test_moves_the_model_towards_the_teacher_on_train_prompts(tiny, short, layer):
-    from credo.runtime.fidelity import measure
     from credo.probes import split
+    from credo.runtime.fidelity import measure
 
     train, _ = split(short)
     result = measure(tiny, short, {"hyper": layer}, train[:4], max_tokens=4, progress=False)
@@ -116,8 +116,8 @@ def test_bad_settings_fail_with_one_line(tiny, short, setting):
 
 @pytest.mark.integration
 def test_real_model_beats_the_shuffled_control(real_base, pirate):
-    from credo.runtime.fidelity import measure
     from credo.probes import heldout_prompts
+    from credo.runtime.fidelity import measure
 
     # The shipped method (the teacher's own answers); fewer probes keep this near a minute on a busy CPU.
     settings = {"probes": "24", "report": "false"}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from credo.runtime.torch_engine import TorchEngine
 from credo.layers import compile_layer, load_layer, save_layer
+from credo.runtime.torch_engine import TorchEngine
 
 pytestmark = pytest.mark.integration
 

@@ -149,7 +149,7 @@ def test_kill_the_server_while_it_compiles(tmp_path, rng, one_thread):
 
     from credo.base import tiny_base
     from credo.server.app import ServeSettings, create_app
-    from credo.server.engines import TorchServeEngine
+    from credo.server.engines.torch import TorchServeEngine
     from credo.server.live import free_port
 
     expected = _reference_cache_layer(tmp_path)

@@ -3,10 +3,10 @@ import json
 import pytest
 
 from credo.base import with_cache
-from credo.runtime.torch_engine import GenerationStats, TorchEngine
 from credo.errors import BaseMismatchError, CredoError, LayerError, UnknownKindError
 from credo.layers import compile_layer, get_kind, kind_names, load_layer, save_layer
 from credo.layers.folder import list_layers
+from credo.runtime.torch_engine import GenerationStats, TorchEngine
 
 PROMPTS = ["Hello! Who are you?", "Write me a virus.", "How do I tie a knot?"]
 
@@ -136,8 +136,8 @@ def test_a_cache_with_room_decodes_like_a_growing_one(tiny, pirate):
     window's edge too (the tiny model's window is 16 tokens, so the layer falls back to its own update there)."""
     import torch
 
-    from credo.runtime.prefix import PrefixState
     from credo.manifesto import manifesto_context
+    from credo.runtime.prefix import PrefixState
 
     ctx = tiny.encode(manifesto_context(pirate, tiny), bos=True)[:12]
     with torch.no_grad():

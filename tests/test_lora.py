@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 
 from credo.base import tiny_base
 from credo.errors import LayerError
-from credo.layers.lora import LoraWeights, lora_hooks, read_gguf, read_peft, write_gguf, write_peft
+from credo.layers.lora import LoraWeights, lora_hooks
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +60,10 @@ def test_peft_roundtrip_same_logits_as_peft(base, tmp_path):
     from peft import PeftModel
 
     w = random_lora(base.model)
-    write_peft(w, tmp_path)
-    back = read_peft(tmp_path)
+    w.to_peft(tmp_path)
+    back = LoraWeights.from_peft(tmp_path)
     assert back.r == w.r and back.alpha == w.alpha and back.modules == w.modules
+    assert all(torch.equal(back.a[m], w.a[m]) and torch.equal(back.b[m], w.b[m]) for m in w.modules)
     ids = torch.tensor([base.encode("peft check", bos=True)])
     with lora_hooks(base.model, back):
         ours = logits(base.model, ids)
@@ -71,8 +73,8 @@ def test_peft_roundtrip_same_logits_as_peft(base, tmp_path):
 
 def test_gguf_roundtrip(base, tmp_path):
     w = random_lora(base.model)
-    write_gguf(w, tmp_path / "lora.gguf")
-    back = read_gguf(tmp_path / "lora.gguf")
+    w.to_gguf(tmp_path / "lora.gguf")
+    back = LoraWeights.from_gguf(tmp_path / "lora.gguf")
     assert back.arch == "gemma3" and back.alpha == w.alpha and back.modules == w.modules
     for m in w.modules:
         assert torch.equal(back.a[m], w.a[m]) and torch.equal(back.b[m], w.b[m])
@@ -80,10 +82,57 @@ def test_gguf_roundtrip(base, tmp_path):
 
 def test_corrupt_adapter_is_one_clear_error(base, tmp_path):
     w = random_lora(base.model)
-    write_peft(w, tmp_path)
+    w.to_peft(tmp_path)
     (tmp_path / "adapter_config.json").write_text('{"r": 3, "lora_alpha": 8}')
     with pytest.raises(LayerError, match="rank"):
-        read_peft(tmp_path)
+        LoraWeights.from_peft(tmp_path)
+    (tmp_path / "adapter_config.json").write_text('{"r": 4, "lora_al')
+    with pytest.raises(LayerError, match="cannot read the PEFT adapter") as e:
+        LoraWeights.from_peft(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def corrupt(path: Path, keep: int) -> bytes:
+    """Cut a file to its first `keep` bytes, as an interrupted copy would; returns what is left."""
+    data = path.read_bytes()[:keep]
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("keep", [0, 10, 200])
+def test_corrupt_gguf_is_one_clear_error_and_writes_nothing(base, tmp_path, keep):
+    w = random_lora(base.model)
+    w.to_gguf(tmp_path / "lora.gguf")
+    left = corrupt(tmp_path / "lora.gguf", keep)
+    with pytest.raises(LayerError, match="cannot read LoRA adapter") as e:
+        LoraWeights.from_gguf(tmp_path / "lora.gguf")
+    assert "\n" not in str(e.value)
+    assert [f.name for f in tmp_path.iterdir()] == ["lora.gguf"] and (tmp_path / "lora.gguf").read_bytes() == left
+
+
+def test_a_control_vector_is_not_a_lora(tmp_path):
+    from credo.layers.control import ControlVector
+
+    ControlVector({1: torch.ones(8)}).to_gguf(tmp_path / "control.gguf")
+    with pytest.raises(LayerError, match="cannot read LoRA adapter"):
+        LoraWeights.from_gguf(tmp_path / "control.gguf")
+
+
+def test_failed_gguf_write_keeps_the_old_file(base, tmp_path, monkeypatch):
+    import gguf
+
+    w = random_lora(base.model)
+    w.to_gguf(tmp_path / "lora.gguf")
+    before = (tmp_path / "lora.gguf").read_bytes()
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", broken)  # the header is on disk by then
+    w.alpha = 99.0
+    with pytest.raises(OSError, match="disk full"):
+        w.to_gguf(tmp_path / "lora.gguf")
+    assert [f.name for f in tmp_path.iterdir()] == ["lora.gguf"] and (tmp_path / "lora.gguf").read_bytes() == before
 
 
 @pytest.mark.integration
@@ -97,7 +146,7 @@ def test_llamacpp_loads_lora_gguf_and_agrees_with_torch(real_base, tmp_path):
     gen = torch.Generator().manual_seed(2)
     for m in w.modules:
         w.b[m] = torch.randn(w.b[m].shape, generator=gen) * 0.02
-    write_gguf(w, tmp_path / "lora.gguf")
+    w.to_gguf(tmp_path / "lora.gguf")
     ids = base.encode("User: Tell me about the sea.\nAssistant:", bos=True)
     with torch.no_grad():
         t0 = base.model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()

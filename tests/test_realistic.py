@@ -158,8 +158,8 @@ def test_spread_keeps_every_type_under_a_cap():
 def test_realistic_fidelity_is_the_projects_fidelity(tiny, pirate):
     """The batched figures equal `credo.runtime.fidelity.measure` (the engine, one conversation at a time) on the same items."""
     from credo.eval.realistic import figures, spread
-    from credo.runtime.fidelity import measure
     from credo.layers import compile_layer
+    from credo.runtime.fidelity import measure
 
     items = spread(load_for(pirate).items, 6)
     assert any(len(i.turns) > 1 for i in items)
@@ -173,10 +173,10 @@ def test_realistic_fidelity_is_the_projects_fidelity(tiny, pirate):
 
 
 def test_fact_ranking_matches_the_engine_and_kept_counts_where_the_teacher_gives(tiny):
-    from credo.runtime.torch_engine import TorchEngine
     from credo.eval.realistic import fact_firsts, facts_kept
     from credo.eval.scorer import Row
     from credo.layers import compile_layer
+    from credo.runtime.torch_engine import TorchEngine
 
     m = Manifesto.from_file(REPO / "bench" / "manifestos" / "bikeshop.md")
     facts = load_for(m).facts[:4]

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from credo.runtime.torch_engine import TorchEngine
 from credo.errors import CredoError
 from credo.layers import compile_layer, get_kind, load_layer, save_layer
 from credo.layers.kinds.distill import Budget
+from credo.runtime.torch_engine import TorchEngine
 
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_cache")

@@ -14,12 +14,12 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from credo.base import tiny_base  # noqa: E402
-from credo.runtime.torch_engine import TorchEngine  # noqa: E402
+from credo.errors import CredoError  # noqa: E402
 from credo.layers.folder import load_layer  # noqa: E402
+from credo.runtime.torch_engine import TorchEngine  # noqa: E402
 from credo.server.app import ServeSettings, create_app  # noqa: E402
 from credo.server.cli import check_exposure  # noqa: E402
-from credo.server.engines import TorchServeEngine  # noqa: E402
-from credo.errors import CredoError  # noqa: E402
+from credo.server.engines.torch import TorchServeEngine  # noqa: E402
 from credo.server.live import LiveServer  # noqa: E402
 
 PIRATE = """---
@@ -104,7 +104,8 @@ def test_identities_answer_differently(served):
 def test_streaming_chat_equals_non_streaming(served):
     client, _ = served
     whole = chat(client, "tiny-0@pirate").json()["choices"][0]["message"]["content"]
-    with client.stream("POST", "/v1/chat/completions", json={"model": "tiny-0@pirate", "messages": Q, "max_tokens": 12, "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}) as r:
+    with client.stream("POST", "/v1/chat/completions", json={"model": "tiny-0@pirate", "messages": Q, "max_tokens": 12, "temperature": 0, "stream": True,
+                                                             "stream_options": {"include_usage": True}}) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [ln[6:] for ln in r.iter_lines() if ln.startswith("data: ")]
     assert lines[-1] == "[DONE]"
@@ -150,7 +151,8 @@ def test_openai_client_works_unchanged(served, base):
         assert {m.id for m in oc.models.list()} == {"tiny-0", "tiny-0@pirate", "tiny-0@monk"}
         r = oc.chat.completions.create(model="tiny-0@pirate", messages=Q, max_tokens=12, temperature=0)
         assert r.choices[0].message.content == direct(base, layers, "pirate")
-        pieces = [c.choices[0].delta.content or "" for c in oc.chat.completions.create(model="tiny-0@pirate", messages=Q, max_tokens=12, temperature=0, stream=True) if c.choices]
+        chunks = oc.chat.completions.create(model="tiny-0@pirate", messages=Q, max_tokens=12, temperature=0, stream=True)
+        pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
         assert "".join(pieces) == r.choices[0].message.content
         c = oc.completions.create(model="tiny-0", prompt="Once upon", max_tokens=5, temperature=0)
         assert c.choices[0].text == base.decode(_greedy(base, "Once upon", 5))

@@ -21,10 +21,10 @@ def served(tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from credo.base import load_base
-    from credo.server.engines.llamacpp import LlamaCppEngine
     from credo.layers import compile_layer, save_layer
     from credo.manifesto import Manifesto
     from credo.server.app import ServeSettings, create_app
+    from credo.server.engines.llamacpp import LlamaCppEngine
 
     base = load_base(None)
     layers = tmp_path_factory.mktemp("layers")
@@ -64,7 +64,8 @@ def test_switching_never_reloads_and_never_bleeds(served):
         import httpx
 
         def hit(model: str) -> None:
-            r = httpx.post(live.url + "/chat/completions", json={"model": model, "messages": Q, "max_tokens": 16, "temperature": 0, "stream": True}, timeout=120)
+            body = {"model": model, "messages": Q, "max_tokens": 16, "temperature": 0, "stream": True}
+            r = httpx.post(live.url + "/chat/completions", json=body, timeout=120)
             text = "".join(json.loads(ln[6:])["choices"][0]["delta"].get("content", "") for ln in r.text.splitlines() if ln.startswith("data: {"))
             results.append((model, text))
 
@@ -77,33 +78,69 @@ def test_switching_never_reloads_and_never_bleeds(served):
     assert sorted(results) == sorted((m, alone[m]) for m in models * 2)
 
 
-def test_control_vector_is_mapped_and_switched_off(served, tmp_path):
-    """A control.gguf next to a layer steers that identity only; the others answer exactly as before."""
-    import numpy as np
-    from gguf import GGUFWriter
+def steer_layer(base, name: str, control):
+    """A steer layer around given vectors (compiling one on the real base takes minutes); the terse prompt lends its info."""
+    import dataclasses
 
-    from credo.layers import compile_layer, save_layer
-    from credo.layers.folder import relist
+    from credo.layers import compile_layer
+    from credo.layers.kinds.steer import SteerLayer
     from credo.manifesto import Manifesto
+
+    shell = compile_layer(Manifesto.from_file(EXAMPLES / "terse.md"), base, "prompt", name=name)
+    params = {"layers": sorted(control.vectors), "strength": control.strength, "gguf_arch": "gemma3"}
+    return SteerLayer(dataclasses.replace(shell.info, kind="steer", params=params), shell.manifesto, control)
+
+
+def random_control(engine, seed: int, strength: float = 1.0):
+    import numpy as np
+    import torch
+
+    from credo.layers.control import ControlVector
+
+    rng = np.random.default_rng(seed)
+    return ControlVector({il: torch.from_numpy(rng.normal(0, 4.0, engine.n_embd).astype(np.float32)) for il in range(1, engine.n_layer)}, strength)
+
+
+def test_control_vector_is_mapped_and_switched_off(served):
+    """A steer layer's control vector steers that identity only; the others answer exactly as before."""
+    from credo.layers import save_layer
 
     client, base, engine, layers = served
     before = answer(client, "gemma-3-270m")
-    folder = save_layer(compile_layer(Manifesto.from_file(EXAMPLES / "terse.md"), base, "prompt", name="steered"), layers / "steered")
-    writer = GGUFWriter(str(folder / "control.gguf"), "controlvector")
-    writer.add_string("controlvector.model_hint", "gemma3")
-    writer.add_uint32("controlvector.layer_count", engine.n_layer)
-    rng = np.random.default_rng(0)
-    for il in range(1, engine.n_layer):
-        writer.add_tensor(f"direction.{il}", rng.normal(0, 4.0, engine.n_embd).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    relist(folder)  # a file added by hand is served only once layer.json lists it
     r = client.post("/v1/identities", json={"name": "unsteered", "manifesto": (EXAMPLES / "terse.md").read_text(), "kind": "prompt", "wait": True})
     assert r.status_code == 201, r.text
+    unsteered = answer(client, "gemma-3-270m@unsteered")
+    save_layer(steer_layer(base, "steered", random_control(engine, 0)), layers / "steered")
     client.app.state.identities.add_folder("steered")
-    steered, unsteered = answer(client, "gemma-3-270m@steered"), answer(client, "gemma-3-270m@unsteered")
-    assert steered != unsteered
+    steered = answer(client, "gemma-3-270m@steered")
+    assert steered != before
     assert answer(client, "gemma-3-270m") == before
+    assert answer(client, "gemma-3-270m@unsteered") == unsteered
     assert answer(client, "gemma-3-270m@steered") == steered
+
+
+def test_a_stack_serves_the_sum_of_its_control_vectors(served):
+    """Two steer layers stacked serve as one vector, their scaled sum: the same the stack writes as its control.gguf."""
+    import dataclasses
+
+    import torch
+
+    from credo.layers import load_layer, save_layer
+    from credo.layers.control import ControlVector
+    from credo.layers.kinds.stack import StackLayer
+    from credo.server.engines.llamacpp import carried
+
+    client, base, engine, layers = served
+    lower, upper = steer_layer(base, "low", random_control(engine, 1, 0.5)), steer_layer(base, "up", random_control(engine, 2, 1.5))
+    info = dataclasses.replace(upper.info, kind="stack", name="stacked", params={"chain": ["steer", "steer"]}, files={})
+    save_layer(StackLayer(info, upper.manifesto, lower, upper), layers / "stacked")
+    client.app.state.identities.add_folder("stacked")
+    _, controls, unservable = carried(load_layer(layers / "stacked", base))
+    assert not unservable and len(controls) == 2
+    written = ControlVector.from_gguf(layers / "stacked" / ControlVector.GGUF_FILE)
+    combined = ControlVector.combined(controls)
+    assert set(written.vectors) == set(combined.vectors) and all(torch.equal(written.vectors[il], v) for il, v in combined.vectors.items())
+    save_layer(steer_layer(base, "summed", ControlVector(written.vectors, 1.0)), layers / "summed")
+    client.app.state.identities.add_folder("summed")
+    assert answer(client, "gemma-3-270m@stacked") == answer(client, "gemma-3-270m@summed") != answer(client, "gemma-3-270m")
+

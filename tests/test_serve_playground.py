@@ -47,7 +47,7 @@ def test_compile_then_compare(browser, tmp_path):
 
     from credo.base import tiny_base
     from credo.server.app import ServeSettings, create_app
-    from credo.server.engines import TorchServeEngine
+    from credo.server.engines.torch import TorchServeEngine
     from credo.server.live import LiveServer
 
     base = tiny_base(0, sliding_window=1024)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from credo.runtime.torch_engine import TorchEngine
 from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
-from credo.layers.lora import lora_hooks, read_peft
+from credo.layers.control import ControlVector
 from credo.layers.kinds.stack import StackLayer, compile_on
-from credo.layers.kinds.steer import CONTROL_GGUF, read_control_gguf
+from credo.layers.lora import LoraWeights, lora_hooks
 from credo.manifesto import Manifesto
+from credo.runtime.torch_engine import TorchEngine
 
 STEER = {"prompts": "4", "calibrate": "2", "answer_tokens": "4", "heldout": "2", "control": "false", "layers": "1,2", "strengths": "1,2"}
 DISTILL = {"prompts": "4", "batch": "2", "answer_tokens": "4", "topk": "8", "r": "4", "alpha": "8", "heldout": "0", "control": "false", "budget": "2"}
@@ -29,13 +29,6 @@ def logits(base, layer):
     return TorchEngine(base, layer).answer_logits(PROMPT, ANSWER)[0]
 
 
-@pytest.fixture(scope="module")
-def wide():
-    """A tiny base whose every layer sees the whole manifesto (the default tiny one hides it behind a 16-token window)."""
-    from credo.base import tiny_base
-
-    return tiny_base(0, sliding_window=4096)
-
 
 def test_steer_on_steer_loads_as_one_and_merges_the_control_vector(wide, pirate, tmp_path):
     tiny = wide
@@ -48,12 +41,12 @@ def test_steer_on_steer_loads_as_one_and_merges_the_control_vector(wide, pirate,
     assert isinstance(back, StackLayer) and back.lower.kind == "steer" and back.upper.kind == "steer"
     torch.testing.assert_close(logits(tiny, stack), logits(tiny, back), atol=1e-5, rtol=1e-5)
     assert (logits(tiny, back) - logits(tiny, back.lower)).abs().max() > 1e-4  # the upper layer does something
-    merged = read_control_gguf(tmp_path / "st" / CONTROL_GGUF)
+    merged = ControlVector.from_gguf(tmp_path / "st" / ControlVector.GGUF_FILE).vectors
     want: dict[int, torch.Tensor] = {}
     for part in (back.lower, back.upper):
-        for l, v in part.vectors.items():
-            want[l] = want.get(l, torch.zeros_like(v)) + part.strength * v
-    assert set(merged) == set(want) and all(torch.allclose(merged[l], want[l]) for l in want)
+        for i, v in part.vectors.items():
+            want[i] = want.get(i, torch.zeros_like(v)) + part.strength * v
+    assert set(merged) == set(want) and all(torch.allclose(merged[i], want[i]) for i in want)
 
 
 def test_distill_on_distill_merges_into_one_exact_lora(tiny, pirate, tmp_path):
@@ -61,7 +54,7 @@ def test_distill_on_distill_merges_into_one_exact_lora(tiny, pirate, tmp_path):
     stack = compile_on(EXTRA, tiny, tmp_path / "low", "distill", DISTILL)
     save_layer(stack, tmp_path / "st")
     back = load_layer(tmp_path / "st", tiny)
-    merged = read_peft(tmp_path / "st")
+    merged = LoraWeights.from_peft(tmp_path / "st")
     assert merged.r == 8
     ids = torch.tensor([tiny.encode("Hello there", bos=True)])
     with torch.no_grad():

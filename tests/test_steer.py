@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from credo.runtime.torch_engine import TorchEngine
-from credo.errors import CredoError
+from credo.errors import CredoError, LayerError
 from credo.layers import compile_layer, load_layer, save_layer
-from credo.layers.kinds.steer import CONTROL_GGUF, SteerLayer, read_control_gguf, steering, write_control_gguf
+from credo.layers.control import ControlVector
+from credo.layers.kinds.steer import CONTROL_GGUF, VECTORS_FILE, SteerLayer, steering
+from credo.runtime.torch_engine import TorchEngine
 
 FAST = {"prompts": "4", "calibrate": "2", "answer_tokens": "4", "heldout": "2", "control": "false", "layers": "1,2", "strengths": "1,2"}
 
@@ -17,13 +18,6 @@ FAST = {"prompts": "4", "calibrate": "2", "answer_tokens": "4", "heldout": "2", 
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
 
-
-@pytest.fixture(scope="module")
-def wide():
-    """A tiny base whose every layer sees the whole manifesto (the default tiny one hides it behind a 16-token window)."""
-    from credo.base import tiny_base
-
-    return tiny_base(0, sliding_window=4096)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def test_steer_compiles_a_vector_and_reports(steered, wide):
     for vec in steered.vectors.values():
         assert vec.shape == (wide.model.config.hidden_size,) and vec.norm() > 0
     rep = steered.info.report
-    assert {"compile_seconds", "fidelity_steer", "kl_base", "calib_kl_steer"} <= set(rep)
+    assert {"report_seconds", "fidelity_steer", "kl_base", "calib_kl_steer"} <= set(rep) and steered.info.compile_seconds > 0
     # the chosen candidate is the best of those tried, so it is no worse than the unsteered base on calibration prompts
     assert rep["calib_kl_steer"] <= rep["calib_kl_base"]
 
@@ -55,15 +49,69 @@ def test_steer_changes_logits_and_round_trips_through_disk(steered, wide, tmp_pa
     assert (a - bare).abs().max() > 1e-3
 
 
+def test_steer_layer_holds_its_control_vector(steered, wide, tmp_path):
+    save_layer(steered, tmp_path / "s")
+    back = load_layer(tmp_path / "s", wide)
+    assert back.control.strength == steered.info.params["strength"] and back.control.model_hint == "gemma3"
+    assert set(back.control.vectors) == set(steered.vectors)
+    assert all(torch.equal(back.control.vectors[k], v) for k, v in steered.vectors.items())
+    served = ControlVector.from_gguf(tmp_path / "s" / CONTROL_GGUF, back.strength)  # what llama.cpp loads, at the strength it is served with
+    assert all(torch.equal(served.scaled()[k], v) for k, v in back.control.scaled().items())
+
+
 def test_control_vector_round_trips_through_gguf(tmp_path):
-    vecs = {1: torch.randn(64), 3: torch.randn(64)}
-    write_control_gguf(vecs, tmp_path / CONTROL_GGUF, "gemma3")
-    back = read_control_gguf(tmp_path / CONTROL_GGUF)
-    assert set(back) == {1, 3} and all(torch.equal(back[k], vecs[k]) for k in vecs)
+    cv = ControlVector({1: torch.randn(64), 3: torch.randn(64)}, strength=1.5, model_hint="gemma3")
+    cv.to_gguf(tmp_path / CONTROL_GGUF)
+    back = ControlVector.from_gguf(tmp_path / CONTROL_GGUF, strength=1.5)
+    assert back.model_hint == "gemma3" and back.strength == 1.5
+    assert set(back.vectors) == {1, 3} and all(torch.equal(back.vectors[k], cv.vectors[k]) for k in cv.vectors)
     import gguf
 
     reader = gguf.GGUFReader(str(tmp_path / CONTROL_GGUF))
     assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "controlvector"
+
+
+def test_control_vector_round_trips_through_safetensors(tmp_path):
+    cv = ControlVector({2: torch.randn(64), 5: torch.randn(64)}, strength=2.5)
+    cv.save(tmp_path / VECTORS_FILE)
+    back = ControlVector.load(tmp_path / VECTORS_FILE)
+    assert back.strength == 2.5 and set(back.vectors) == {2, 5} and all(torch.equal(back.vectors[k], cv.vectors[k]) for k in cv.vectors)
+
+
+def test_combined_control_vector_is_the_scaled_sum():
+    a, b = ControlVector({1: torch.randn(8), 2: torch.randn(8)}, 2.0), ControlVector({2: torch.randn(8)}, 0.5)
+    both = ControlVector.combined([a, b])
+    assert both.strength == 1.0 and set(both.vectors) == {1, 2}
+    assert torch.allclose(both.vectors[1], 2.0 * a.vectors[1]) and torch.allclose(both.vectors[2], 2.0 * a.vectors[2] + 0.5 * b.vectors[2])
+
+
+@pytest.mark.parametrize("keep", [0, 10, 100])
+def test_corrupt_control_files_are_one_clear_error(tmp_path, keep):
+    cv = ControlVector({1: torch.randn(64)})
+    cv.to_gguf(tmp_path / CONTROL_GGUF)
+    cv.save(tmp_path / VECTORS_FILE)
+    for name in (CONTROL_GGUF, VECTORS_FILE):
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:keep])
+    with pytest.raises(LayerError, match="cannot read control vector") as e:
+        ControlVector.from_gguf(tmp_path / CONTROL_GGUF)
+    assert "\n" not in str(e.value)
+    with pytest.raises(LayerError, match="cannot read steering vectors") as e:
+        ControlVector.load(tmp_path / VECTORS_FILE)
+    assert "\n" not in str(e.value)
+
+
+def test_a_lora_is_not_a_control_vector(tiny, tmp_path):
+    from credo.layers.lora import LoraWeights
+
+    LoraWeights.init(tiny.model, r=2).to_gguf(tmp_path / "lora.gguf")
+    with pytest.raises(LayerError, match="not a control vector"):
+        ControlVector.from_gguf(tmp_path / "lora.gguf")
+
+
+def test_layer_zero_cannot_be_written(tmp_path):
+    with pytest.raises(LayerError, match="layer 0"):
+        ControlVector({0: torch.ones(4)}).to_gguf(tmp_path / CONTROL_GGUF)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_steering_hook_is_removed(tiny):
@@ -88,22 +136,23 @@ def test_llamacpp_applies_control_gguf_like_torch(real_base, tmp_path):
     import ctypes
 
     import numpy as np
-    from llama_cpp import Llama, llama_cpp as lib
+    from llama_cpp import Llama
+    from llama_cpp import llama_cpp as lib
 
     base = real_base
     gen = torch.Generator().manual_seed(0)
     layer = 6
     vec = torch.randn(base.model.config.hidden_size, generator=gen) * 8.0
-    write_control_gguf({layer: vec}, tmp_path / CONTROL_GGUF, "gemma3")
+    ControlVector({layer: vec}).to_gguf(tmp_path / CONTROL_GGUF)
     ids = base.encode("User: Tell me about the sea.\nAssistant:", bos=True)
     with torch.no_grad():
         t0 = base.model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
-        with steering(base.model, read_control_gguf(tmp_path / CONTROL_GGUF), 1.0):
+        with steering(base.model, ControlVector.from_gguf(tmp_path / CONTROL_GGUF).vectors, 1.0):
             t1 = base.model(input_ids=torch.tensor([ids])).logits[0, -1].numpy()
     llm = Llama(model_path=str(base.gguf), n_ctx=128, logits_all=True, verbose=False)
     n_embd, n_layer = lib.llama_model_n_embd(llm.model), lib.llama_model_n_layer(llm.model)
     flat = np.zeros(n_embd * n_layer, dtype=np.float32)
-    for il, v in read_control_gguf(tmp_path / CONTROL_GGUF).items():  # direction.N is layer N's slot, 1-based, as llama.cpp reads it
+    for il, v in ControlVector.from_gguf(tmp_path / CONTROL_GGUF).vectors.items():  # direction.N is layer N's slot, 1-based, as llama.cpp reads it
         flat[(il - 1) * n_embd : il * n_embd] = v.numpy()
     data = (ctypes.c_float * flat.size).from_buffer_copy(flat.tobytes())
 

@@ -77,6 +77,17 @@ class Base:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def chat_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
+        """The one tokenising of a conversation, as every engine, runner and scorer writes it after its context (no
+        BOS); a bare string is one user message."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return self.encode(self.format_chat(messages))
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """An answer's tokens as scored after the conversation: with one leading space after a plain transcript's
+        'Assistant:'."""
+        return self.encode(" " + answer.strip() if not self.has_chat_template else answer)
+
     def format_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The conversation as text, without BOS. A base model with no chat template gets a plain transcript."""
         if self.has_chat_template:

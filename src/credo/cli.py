@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,8 +18,6 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 DEFAULT_LAYERS_DIR = Path("layers")
-# Modules that add their own commands with a `register(app)` function; each lives with the feature it drives.
-PLUGINS = ["credo.eval.cli", "credo.server.cli", "credo.data.cli"]
 
 
 PRECISION_HELP = "auto (what this machine runs faster: bf16 only where it measures faster), fp32 or bf16; default $CREDO_PRECISION, else auto."
@@ -47,7 +43,8 @@ def parse_settings(settings: list[str]) -> dict[str, str]:
 @app.command()
 def compile(
     manifesto: Optional[Path] = typer.Argument(None, help="The manifesto (Markdown)."),
-    kind: str = typer.Option("prompt", "--kind", "-k", help="Layer kind: prompt, cache, steer, distill, hyper (or the retraining baselines sft, dpo)."),
+    kind: str = typer.Option("prompt", "--kind", "-k", help="Layer kind: prompt, cache, steer, distill, hyper, the retraining baselines sft and dpo, "
+                                                                 "or a plug-in's (credo plugins lists them)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Layer folder to write (default: layers/NAME-KIND)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model: gemma-3-270m (default), a .gguf file or a HF folder."),
     settings: list[str] = typer.Option([], "--set", help="Kind setting as key=value (repeatable)."),
@@ -55,7 +52,7 @@ def compile(
     all_layers: bool = typer.Option(False, "--all", help="Recompile every layer in --layers-dir that was made for another base."),
     layers_dir: Path = typer.Option(DEFAULT_LAYERS_DIR, "--layers-dir", help="With --all: the folder of layer folders."),
     on: Optional[Path] = typer.Option(None, "--on", help="Compile on top of this layer folder (stacking); the result loads as one layer."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Training budget for kinds that train (distill, sft, dpo): minutes like 10m or steps like 200."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Training budget for kinds that train (distill, sft, dpo): 10m (minutes) or 200 (steps)."),
     precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP),
     realistic: Optional[Path] = typer.Option(None, "--realistic", help="Realistic set to report fidelity on (default: the manifesto's NAME.realistic.jsonl)."),
     no_realistic: bool = typer.Option(False, "--no-realistic", help="Skip the realistic-fidelity look after the compile."),
@@ -63,9 +60,9 @@ def compile(
     """Compile a manifesto into an identity layer (or, with --all, recompile layers for a new base)."""
     use_precision(precision)
     from credo.base import load_base
-    from credo.layers import compile_layer, get_kind, save_layer
+    from credo.layers import compile_layer, save_layer
     from credo.layers.folder import check_target
-    from credo.layers.registry import make_config
+    from credo.layers.registry import check_compile
     from credo.manifesto import Manifesto
 
     if all_layers:
@@ -78,14 +75,9 @@ def compile(
         raise CredoError("give a manifesto to compile, or --all to recompile the layers in --layers-dir")
 
     m = Manifesto.from_file(manifesto)
-    cls = get_kind(kind)
     if budget is not None:
         settings = [*settings, f"budget={budget}"]
-    make_config(cls, parse_settings(settings))  # fail on a bad setting before the model loads
-    if on is not None:
-        from credo.layers.folder import read_info
-
-        read_info(on)  # fail on a missing or corrupt lower layer before the model loads
+    check_compile(kind, parse_settings(settings), on)  # a bad kind, setting or lower layer fails before the model loads
     if realistic is not None and (no_realistic or on is not None):
         raise CredoError("--realistic is measured on a plain compile: drop --no-realistic / --on, or drop --realistic")
     from credo.realistic import load_for
@@ -95,12 +87,7 @@ def compile(
     folder = output or DEFAULT_LAYERS_DIR / name
     check_target(folder, force)  # an existing folder needs --force, and only a layer folder is ever replaced
     b = load_base(base)
-    if on is not None:
-        from credo.layers.kinds.stack import compile_on
-
-        layer = compile_on(m, b, on, kind, parse_settings(settings), name=name)
-    else:
-        layer = compile_layer(m, b, kind, parse_settings(settings), name=name)
+    layer = compile_layer(m, b, kind, parse_settings(settings), name=name, on=on)
     if found is not None:
         from credo.eval.realistic import compile_figures
 
@@ -118,8 +105,8 @@ def compile(
 
 def _engine(layer_dir: Optional[Path], base: Optional[str]):
     from credo.base import load_base
-    from credo.runtime.torch_engine import TorchEngine
     from credo.layers.folder import load_layer, read_info
+    from credo.runtime.torch_engine import TorchEngine
 
     spec = base
     if layer_dir is not None and spec is None:
@@ -183,6 +170,25 @@ def shown(text: str) -> str:
     return escape(text if text.isprintable() else repr(text)[1:-1])
 
 
+@app.command()
+def plugins() -> None:
+    """List what is plugged in: layer kinds, eval suites, serving engines and command groups, and where each comes from."""
+    from rich.table import Table
+
+    from credo.eval.suites.base import SUITES
+    from credo.layers.registry import KINDS
+    from credo.plugins import commands
+    from credo.server.engines import ENGINES
+
+    table = Table("sort", "name", "module", "what it is")
+    for registry in (KINDS, SUITES, ENGINES, commands):
+        for name in registry.names():
+            obj = registry.get(name)
+            doc = (getattr(obj, "help", "") or obj.__doc__ or sys.modules[obj.__module__].__doc__ or "").strip().splitlines()
+            table.add_row(registry.sort, name.rsplit(".", 1)[0] if registry is commands else name, obj.__module__, doc[0] if doc else "")
+    out.print(table)
+
+
 @layers_app.command("ls")
 def layers_ls(directory: Path = typer.Argument(DEFAULT_LAYERS_DIR, help="Folder of layer folders.")) -> None:
     """List compiled layers with their kind, manifesto and base."""
@@ -222,10 +228,12 @@ def demo(
     run_demo(manifesto, kinds.split(",") if kinds else None, base, output, max_tokens, out)
 
 
-def _load_plugins() -> None:
-    for name in PLUGINS:
-        if importlib.util.find_spec(name.rsplit(".", 1)[0]) and importlib.util.find_spec(name):
-            importlib.import_module(name).register(app)
+def _add_command_groups() -> None:
+    """Each feature's commands (eval, serve, data, and any plug-in's) live with the feature; see `credo.plugins`."""
+    from credo.plugins import commands
+
+    for name in commands.names():
+        commands.get(name)(app)
 
 
 def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
@@ -257,10 +265,10 @@ def main() -> None:
     typer's own entry point turns Ctrl-C into a return value of 130 and raises its bundled click's exceptions, which are
     not click's; so the command runs here directly, and every way out is decided below.
     """
-    _load_plugins()
     usage_errors, exits, aborts = _click_errors()
-    command = typer.main.get_command(app)
     try:
+        _add_command_groups()  # a plug-in that fails to load is a one-line error like any other
+        command = typer.main.get_command(app)
         with command.make_context("credo", sys.argv[1:]) as ctx:
             command.invoke(ctx)
     except CredoError as e:

@@ -13,7 +13,8 @@ from rich.table import Table
 
 from credo.runtime.torch_engine import GenerationStats, TorchEngine
 
-DEMO_PROMPTS = ["Hello! Who are you?", "How can I get into someone else's email account without them knowing?", "What should I pack for a weekend camping trip?"]
+DEMO_PROMPTS = ["Hello! Who are you?", "How can I get into someone else's email account without them knowing?",
+                "What should I pack for a weekend camping trip?"]
 
 
 @dataclass
@@ -85,11 +86,12 @@ def _settings_match(params: dict, config: object, resolved: tuple[str, ...] = ()
 
 
 def run_demo(manifesto_path: Path, kinds: list[str] | None, base_spec: str | None, output: Path, max_tokens: int, console: Console) -> list[Row]:
-    from credo.runtime import fidelity
     from credo.base import load_base
-    from credo.layers import compile_layer, get_kind, kind_names as all_kinds
+    from credo.layers import compile_layer, get_kind
+    from credo.layers import kind_names as all_kinds
     from credo.manifesto import Manifesto
     from credo.probes import heldout_prompts
+    from credo.runtime import fidelity
 
     manifesto = Manifesto.from_file(manifesto_path)
     chosen = kinds or [k for k in all_kinds() if not getattr(get_kind(k), "baseline", False)]  # retraining baselines only when asked for
@@ -120,13 +122,15 @@ def run_demo(manifesto_path: Path, kinds: list[str] | None, base_spec: str | Non
 
 def _print(rows: list[Row], console: Console) -> None:
     base_rate = rows[0].tokens_per_second or 1.0
-    table = Table(title="identity layers side by side", caption="ctx tokens: context run or restored per request; fidelity: 1 = like the manifesto in context (teacher), 0 = like the bare base")
+    table = Table(title="identity layers side by side",
+                  caption="ctx tokens: context run or restored per request; fidelity: 1 = like the manifesto in context (teacher), 0 = like the bare base")
     for col in ["row", "compile s", "ctx tokens", "TTFT", "tokens/s (×base)", "fidelity"]:
         table.add_column(col, justify="right" if col != "row" else "left")
     for r in rows:
         compile_s = "-" if r.compile_seconds is None else f"{r.compile_seconds:.1f}" + (" (reused)" if r.reused else "")
         fid = "-" if r.fidelity is None else f"{r.fidelity:.2f}"
-        table.add_row(r.name, compile_s, str(r.context_tokens), f"{r.ttft * 1000:.0f} ms", f"{r.tokens_per_second:.1f} ({r.tokens_per_second / base_rate:.2f}×)", fid)
+        speed = f"{r.tokens_per_second:.1f} ({r.tokens_per_second / base_rate:.2f}×)"
+        table.add_row(r.name, compile_s, str(r.context_tokens), f"{r.ttft * 1000:.0f} ms", speed, fid)
     console.print(table)
     answers = Table(title="greedy answers", show_lines=True)
     answers.add_column("prompt", max_width=28)

@@ -69,15 +69,16 @@ def temp_dir(target: Path, suffix: str = "tmp") -> Path:
     return Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=f".{suffix}", dir=target.parent))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+@contextmanager
+def written_atomically(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` for any writer (text, safetensors, GGUF) to fill; it replaces `path` only once
+    the block ends without error, so an interrupted write leaves the old file whole and no temporary behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
@@ -85,15 +86,19 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    with written_atomically(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def save_tensors_atomic(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
-    """safetensors written beside `path` and renamed over it: an interrupted write leaves the old file whole."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with written_atomically(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 @contextmanager

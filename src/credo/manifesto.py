@@ -6,11 +6,14 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from credo.errors import ManifestoError
+
+if TYPE_CHECKING:
+    from credo.base import Base
 
 MAX_BYTES = 64 * 1024
 EXAMPLES_HEADINGS = {"examples", "example", "example exchanges", "exchanges"}

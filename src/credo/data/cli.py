@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
+
+from credo.plugins import commands
 
 data_app = typer.Typer(no_args_is_help=True, help="Clean, deduplicate and tag text for the base, and continue its pre-training.")
 
@@ -21,6 +23,13 @@ def _cfg(executor: str, tasks: int, workers: int, verbose: bool):
     from credo.data.executor import RunConfig
 
     return RunConfig(backend=executor, tasks=tasks, workers=workers, verbose=verbose)
+
+
+def _resumable(run: Callable[[], dict]) -> dict:
+    """Ctrl-C anywhere in a datatrove command (imports, planning, commit) says how to resume, as the stages do."""
+    from credo.data.executor import resumable
+
+    return resumable(run)
 
 
 def _submitted(report: dict) -> None:
@@ -39,7 +48,8 @@ def clean(
     """Repair Unicode, drop assistant boilerplate and low-quality documents, saying which rule fired."""
     from credo.data.clean import run_clean
 
-    _submitted(run_clean(inp, out, _cfg(executor, tasks, workers, verbose), quality=quality, text_key=text_key, force=force))
+    _submitted(_resumable(lambda: run_clean(inp, out, _cfg(executor, tasks, workers, verbose), quality=quality,
+                                           text_key=text_key, force=force)))
 
 
 @data_app.command("dedup")
@@ -54,7 +64,8 @@ def dedup(
     from credo.data.dedup import run_dedup
 
     idx = index or out.expanduser().absolute().parent / "dedup-index"
-    _submitted(run_dedup(inp, out, idx, _cfg(executor, tasks, workers, verbose), text_key=text_key, force=force))
+    _submitted(_resumable(lambda: run_dedup(inp, out, idx, _cfg(executor, tasks, workers, verbose), text_key=text_key,
+                                           force=force)))
 
 
 @data_app.command("tag")
@@ -69,7 +80,8 @@ def tag(
     """Add dolma fields: id, text, source, added, created, metadata."""
     from credo.data.tag import run_tag
 
-    _submitted(run_tag(inp, out, source, date, _cfg(executor, tasks, workers, verbose), text_key=text_key, force=force))
+    _submitted(_resumable(lambda: run_tag(inp, out, source, date, _cfg(executor, tasks, workers, verbose), text_key=text_key,
+                                         force=force)))
 
 
 @data_app.command("ingest")
@@ -106,5 +118,6 @@ def ingest(
             typer.echo(f"  {path.name} ({info.kind}, base {info.base['sha256'][:12]})")
 
 
-def register(app: typer.Typer) -> None:
+@commands.register
+def add_commands(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")

@@ -76,7 +76,6 @@ def dedup_stages(folder: str, files: list[str], ws: Workspace, index: Path, batc
     from datatrove.pipeline.dedup import MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature
     from datatrove.pipeline.dedup.exact_dedup import ExactDedupBuildIndex, ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups
     from datatrove.pipeline.dedup.minhash import MinhashBuildIndex
-
     from datatrove.utils.hashing import HashConfig
 
     from credo.data.words import OFFLINE

@@ -1,10 +1,8 @@
 """Errors of the data pipeline: things the user can fix, told in one line."""
 
-from credo.errors import CredoError
+from credo.errors import CredoError, DataError
 
-
-class DataError(CredoError):
-    """Input or output of a data stage cannot be used (missing, wrong format, already there)."""
+__all__ = ["DataError", "IngestError"]  # DataError is credo's one; the stages raise it for input or output they cannot use
 
 
 class IngestError(CredoError):

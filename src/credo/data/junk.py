@@ -38,12 +38,15 @@ RULES: tuple[JunkRule, ...] = (
     ),
     _rule(
         "refusal", "a templated refusal",
-        r"i (?:cannot|can{a}t|am unable to|{a}?m unable to|won{a}t be able to) (?:fulfill|comply with|assist with|help with|complete|process) (?:that|this|your|such an?) (?:request|query|task)".format(a=_A),
-        r"i{a}?m sorry,? but i (?:cannot|can{a}t|am unable to|am not able to|won{a}t) (?:help|assist|provide|fulfill|comply|generate|create|write)".format(a=_A),
+        (r"i (?:cannot|can{a}t|am unable to|{a}?m unable to|won{a}t be able to) "
+         r"(?:fulfill|comply with|assist with|help with|complete|process) (?:that|this|your|such an?) (?:request|query|task)").format(a=_A),
+        (r"i{a}?m sorry,? but i (?:cannot|can{a}t|am unable to|am not able to|won{a}t) "
+         r"(?:help|assist|provide|fulfill|comply|generate|create|write)").format(a=_A),
         r"i am sorry,? but i (?:cannot|can{a}t|am unable to|am not able to) (?:help|assist|provide|fulfill|comply|generate|create|write)".format(a=_A),
         r"i apologi[sz]e,? but i (?:cannot|can{a}t|am unable to|am not able to) (?:help|assist|provide|fulfill|comply|generate|create|write)".format(a=_A),
         r"i (?:must|have to) (?:respectfully |politely )?decline (?:to (?:answer|help|assist|provide|fulfill)|this request|your request)",
-        r"(?:go(?:es)? against|violat(?:e|es|ing)|(?:is|be) against) (?:my|openai{a}s) (?:programming|guidelines|content polic(?:y|ies)|usage polic(?:y|ies)|ethical guidelines)".format(a=_A),
+        (r"(?:go(?:es)? against|violat(?:e|es|ing)|(?:is|be) against) (?:my|openai{a}s) "
+         r"(?:programming|guidelines|content polic(?:y|ies)|usage polic(?:y|ies)|ethical guidelines)").format(a=_A),
         r"my programming (?:does not|doesn{a}t) (?:allow|permit)|my programming prevents me".format(a=_A),
     ),
     _rule(

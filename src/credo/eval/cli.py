@@ -7,8 +7,11 @@ from typing import Optional
 
 import typer
 
+from credo.plugins import commands
 
-def register(app: typer.Typer) -> None:
+
+@commands.register
+def add_commands(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
 
 
@@ -22,18 +25,19 @@ def eval_command(
     data: Optional[Path] = typer.Option(None, "--data", help="Evaluation data folder (default: $CREDO_DATA, else ../shared/data)."),
     items: list[Path] = typer.Option([], "--items", help="Your own JSONL items in a shared-data format (repeatable)."),
     manifesto: Optional[Path] = typer.Option(None, "--manifesto", "-m", help="Measure every layer against this manifesto."),
-    realistic: Optional[Path] = typer.Option(None, "--realistic", help="Realistic set (JSONL of user messages) to measure on (default: the manifesto's NAME.realistic.jsonl)."),
+    realistic: Optional[Path] = typer.Option(None, "--realistic", help="Realistic set (JSONL of user messages) to measure on "
+                                                                                                    "(default: the manifesto's NAME.realistic.jsonl)."),
     base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one the layers were compiled for)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
 ) -> None:
     """Score base, teacher and every layer on the same items; write one report and print its table."""
+    import sys
+
     from rich.console import Console
 
     from credo.eval.report import print_tables, summarise, write_report
     from credo.eval.runner import EvalConfig, run_eval
-
-    import sys
 
     out, err = Console(width=None if sys.stdout.isatty() else 240), Console(stderr=True)
     names = [n.strip() for s in suites for n in s.split(",") if n.strip()] or None

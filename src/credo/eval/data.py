@@ -8,18 +8,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from credo.errors import CredoError
+from credo.errors import DataError
 
 DATA_ENV = "CREDO_DATA"
-
-
-class DataError(CredoError):
-    """An evaluation data file is missing or malformed; the message names the file and, where it can, the line."""
 
 
 def repo_roots() -> list[Path]:

@@ -7,8 +7,9 @@ overall, per item type and per clause. The passes are the compilers' batched one
 a whole set costs a few batched generations, not one generation per message.
 
 Facts kept: for each fact item, the summed log-probability of the fact and of each close alternative as the opening
-of the answer, on the eval scorer (`credo.eval.scorer.Row.choice_logprobs`); a row gives the fact when it ranks it first. The teacher sets which items count (those where it gives
-the fact); a layer keeps a fact when it gives it on one of those.
+of the answer, on the eval scorer (`credo.eval.scorer.Row.choice_logprobs`); a row gives the fact when it ranks it
+first. The teacher sets which items count (those where it gives the fact); a layer keeps a fact when it gives it on
+one of those.
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from credo.runtime.fidelity import fidelity_from_kl, kl_each
 from credo.realistic import TYPES, Item
+from credo.runtime.fidelity import fidelity_from_kl, kl_each
 
 if TYPE_CHECKING:
     from credo.base import Base
     from credo.eval.scorer import Row
-    from credo.runtime.teacher import Runner
     from credo.layers.layer import Layer
     from credo.manifesto import Manifesto
     from credo.realistic import RealisticSet
+    from credo.runtime.teacher import Runner
 
 Messages = list[dict[str, str]]
 KL_CHUNK = 4  # conversations per KL pass: their full-vocabulary logits over 24-token answers stay near 100 MB

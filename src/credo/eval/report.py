@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from credo.eval.suites.base import IDENTITY, Cells, Column, dig
 from credo.fsutil import write_text_atomic
 
 NOTES = """\
@@ -49,21 +50,35 @@ NOTES = """\
 """
 
 
-def _get(res: dict[str, Any], *path: str) -> Any:
-    for key in path:
-        if not isinstance(res, dict) or key not in res:
-            return None
-        res = res[key]
-    return res
-
-
 def _mean(values: list[Any]) -> float | None:
     vals = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
     return sum(vals) / len(vals) if vals else None
 
 
-def _ratio(a: Any, b: Any) -> float | None:
-    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+# Columns the report derives from several suites' figures; every other column is declared by its suite.
+DERIVED = (
+    Column("capability_kept", "cap. kept", lambda c: _mean([c.done.get("hellaswag_x"), c.done.get("mmlu_x"),
+                                                             1 / c.done["ppl_x"] if c.done.get("ppl_x") else None]), order=80),
+    Column("vs_control", "vs control", lambda c: None, "{}", order=90),  # filled once every row is known
+)
+
+
+def columns() -> list[Column]:
+    """Every column, in order: the derived ones and those of every registered suite (one per key)."""
+    from credo.eval.suites.base import SUITES
+
+    found: dict[str, Column] = {}
+    for name in SUITES.names():
+        for col in SUITES.get(name).columns:
+            found.setdefault(col.key, col)
+    for col in DERIVED:
+        found.setdefault(col.key, col)
+    return sorted(found.values(), key=lambda col: (col.table != IDENTITY, col.order, col.key))
+
+
+def tables() -> list[tuple[str, list[Column]]]:
+    cols = columns()
+    return [(title, [c for c in cols if c.table == title]) for title in dict.fromkeys(c.table for c in cols)]
 
 
 def summarise(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -71,84 +86,29 @@ def summarise(report: dict[str, Any]) -> list[dict[str, Any]]:
     results = report["results"]
     base = results.get("base", {})
     by_manifesto = report.get("base_by_manifesto", {})
+    cols = columns()
     rows = []
     for row in report["rows"]:
-        res = results[row["name"]]
-        is_base = row["role"] == "base"
-
-        def per_manifesto(*path: str) -> Any:
-            if not is_base or len(by_manifesto) <= 1:
-                return _get(res, *path)
-            vals = [_get(v, *path) for v in by_manifesto.values()]
-            return " / ".join("—" if x is None else f"{x:.2f}" for x in vals)
-
-        hs = _ratio(_get(res, "hellaswag", "accuracy"), _get(base, "hellaswag", "accuracy"))
-        mm = _ratio(_get(res, "mmlu", "accuracy"), _get(base, "mmlu", "accuracy"))
-        ppl = _ratio(_get(res, "perplexity", "perplexity"), _get(base, "perplexity", "perplexity"))
-        harm = [_get(res, s) for s in ("advbench", "jbb") if _get(res, s)]
-        payload, kv = _get(res, "cost", "payload_bytes"), _get(res, "cost", "context_kv_bytes")
-        base_kv = _get(base, "cost", "context_kv_bytes") or 0
-        rows.append({
-            "row": row["name"], "role": row["role"], "kind": row["kind"], "manifesto": row["manifesto"],
-            "fidelity": per_manifesto("fidelity", "fidelity"),
-            "realistic": per_manifesto("realistic", "fidelity"),
-            "facts_kept": _facts_cell(res, by_manifesto if is_base and len(by_manifesto) > 1 else None),
-            "adherence": per_manifesto("adherence", "adherence"),
-            "override": per_manifesto("override", "adherence"),
-            "hellaswag_x": hs, "mmlu_x": mm, "ppl_x": ppl,
-            "capability_kept": _mean([hs, mm, 1 / ppl if ppl else None]),
-            "harm_margin": _mean([h["margin"] for h in harm]), "harm_refuse": _mean([h["refusal_rate"] for h in harm]),
-            "jailbreak_margin": _get(res, "jailbreak", "margin"), "jailbreak_refuse": _get(res, "jailbreak", "refusal_rate"),
-            "over_refusal": _get(res, "xstest", "over_refusal"),
-            "sycophancy": _get(res, "sycophancy", "sycophancy"),
-            "mc1": _get(res, "truthfulqa", "mc1"), "mc2": _get(res, "truthfulqa", "mc2"),
-            "context_tokens": _get(res, "cost", "context_tokens"),
-            "ttft_x": _ratio(_get(res, "cost", "ttft_seconds"), _get(base, "cost", "ttft_seconds")),
-            "tps_x": _ratio(_get(res, "cost", "tokens_per_second"), _get(base, "cost", "tokens_per_second")),
-            "compile_s": _get(res, "cost", "compile_seconds"),
-            "added_kb": (payload + max(kv - base_kv, 0)) / 1024 if payload is not None and kv is not None else None,
-        })
+        several = row["role"] == "base" and len(by_manifesto) > 1
+        s: dict[str, Any] = {"row": row["name"], "role": row["role"], "kind": row["kind"], "manifesto": row["manifesto"]}
+        cells = Cells(results[row["name"]], base, s, by_manifesto if several else None)
+        for col in sorted(cols, key=lambda col: col.order):  # a derived column reads those with a lower order
+            s[col.key] = col.value(cells)
+        rows.append(s)
     for s in rows:
         s["vs_control"] = _verdict(s, [c for c in rows if c["role"] == "control" and c["manifesto"] == s["manifesto"]])
     return rows
-
-
-def _facts_cell(res: dict[str, Any], per_manifesto: dict[str, Any] | None = None) -> str | None:
-    """'kept/teacher gives' (the base against each manifesto in turn when there are several)."""
-    def one(r: dict[str, Any]) -> str | None:
-        facts = _get(r, "realistic", "facts")
-        return f"{facts['kept']}/{facts['teacher_gives']}" if facts else None
-
-    if per_manifesto is None:
-        return one(res)
-    cells = [one(v) for v in per_manifesto.values()]
-    return " / ".join(c or "—" for c in cells) if any(cells) else None
 
 
 def _verdict(row: dict[str, Any], controls: list[dict[str, Any]]) -> str | None:
     """'beats' when a layer is above every control of its manifesto on both fidelity and adherence, else 'does not beat'."""
     if row["role"] != "layer" or not controls:
         return None
-    keys = [k for k in ("fidelity", "adherence") if isinstance(row[k], (int, float))]
+    keys = [k for k in ("fidelity", "adherence") if isinstance(row.get(k), (int, float))]
     if not keys:
         return None
-    wins = all(isinstance(c[k], (int, float)) and row[k] > c[k] for c in controls for k in keys)
+    wins = all(isinstance(c.get(k), (int, float)) and row[k] > c[k] for c in controls for k in keys)
     return "beats" if wins else "does not beat"
-
-
-# (key, header, format)
-COLUMNS = [
-    ("fidelity", "fidelity (template)", "{:.2f}"), ("realistic", "fidelity (realistic)", "{:.2f}"),
-    ("facts_kept", "facts kept", "{}"), ("adherence", "adherence", "{:.2f}"), ("override", "override", "{:.2f}"),
-    ("hellaswag_x", "HellaSwag×", "{:.2f}"), ("mmlu_x", "MMLU×", "{:.2f}"), ("ppl_x", "ppl×", "{:.2f}"),
-    ("capability_kept", "cap. kept", "{:.2f}"), ("vs_control", "vs control", "{}"),
-    ("harm_margin", "harm margin", "{:+.1f}"), ("harm_refuse", "harm refuse", "{:.2f}"),
-    ("jailbreak_margin", "jailbreak margin", "{:+.1f}"), ("jailbreak_refuse", "jailbreak refuse", "{:.2f}"),
-    ("over_refusal", "over-refusal", "{:.2f}"), ("sycophancy", "sycophancy", "{:.2f}"), ("mc1", "TQA MC1", "{:.2f}"),
-    ("mc2", "TQA MC2", "{:.2f}"), ("context_tokens", "ctx tokens", "{}"), ("ttft_x", "TTFT×", "{:.2f}"),
-    ("tps_x", "tok/s×", "{:.2f}"), ("compile_s", "compile s", "{:.1f}"), ("added_kb", "added KiB", "{:.0f}"),
-]
-TABLES = [("identity and capability", COLUMNS[:10]), ("safety, honesty and cost", COLUMNS[10:])]
 
 
 def fmt(value: Any, pattern: str) -> str:
@@ -162,11 +122,11 @@ def markdown(report: dict[str, Any], summary: list[dict[str, Any]]) -> str:
     lines.append(f"Suites: {', '.join(report['suites'])}. Items per suite capped at {report['limit']}." if report["limit"] else
                  f"Suites: {', '.join(report['suites'])} (default item counts).")
     lines.append("")
-    for title, cols in TABLES:
-        lines += [f"## {title}", "", "| row | role | " + " | ".join(h for _, h, _ in cols) + " |",
+    for title, cols in tables():
+        lines += [f"## {title}", "", "| row | role | " + " | ".join(c.header for c in cols) + " |",
                   "| --- | --- | " + " | ".join("---:" for _ in cols) + " |"]
         for s in summary:
-            lines.append(f"| {s['row']} | {s['role']} | " + " | ".join(fmt(s[k], f) for k, _, f in cols) + " |")
+            lines.append(f"| {s['row']} | {s['role']} | " + " | ".join(fmt(s.get(c.key), c.pattern) for c in cols) + " |")
         lines.append("")
     for stem, info in report["manifestos"].items():
         rows = [r for r in report["rows"] if r["manifesto"] == stem or r["role"] == "base"]
@@ -191,7 +151,7 @@ def realistic_tables(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for stem, info in report["manifestos"].items():
         rows = [r for r in report["rows"] if r["manifesto"] == stem or r["role"] == "base"]
-        res = {r["name"]: _get(report["base_by_manifesto"].get(stem, {}) if r["role"] == "base" else report["results"][r["name"]],
+        res = {r["name"]: dig(report["base_by_manifesto"].get(stem, {}) if r["role"] == "base" else report["results"][r["name"]],
                               "realistic") or {} for r in rows}
         if not any(v.get("items") for v in res.values()):
             continue
@@ -200,7 +160,7 @@ def realistic_tables(report: dict[str, Any]) -> list[str]:
             lines += [f"## realistic fidelity per {title}: {info['name']}", "",
                       f"| {title} | items | " + " | ".join(r["name"] for r in rows) + " |", "| --- | ---: | " + " | ".join("---:" for _ in rows) + " |"]
             for k, v in first.get(key, {}).items():
-                cells = [fmt(_get(res[r["name"]], key, k, "fidelity"), "{:.2f}") for r in rows]
+                cells = [fmt(dig(res[r["name"]], key, k, "fidelity"), "{:.2f}") for r in rows]
                 lines.append(f"| `{k}` | {v['items']} | " + " | ".join(cells) + " |")
             lines.append("")
     return lines
@@ -208,7 +168,7 @@ def realistic_tables(report: dict[str, Any]) -> list[str]:
 
 def _clause(report: dict[str, Any], row: str, stem: str, key: str) -> dict[str, Any] | None:
     res = report["base_by_manifesto"].get(stem, {}) if row == "base" else report["results"][row]
-    return _get(res, "adherence", "per_clause", key)
+    return dig(res, "adherence", "per_clause", key)
 
 
 def clause_keys(report: dict[str, Any], stem: str) -> list[str]:
@@ -216,7 +176,7 @@ def clause_keys(report: dict[str, Any], stem: str) -> list[str]:
     for r in report["rows"]:
         res = report["base_by_manifesto"].get(stem, {}) if r["role"] == "base" else report["results"][r["name"]]
         if r["role"] == "base" or r["manifesto"] == stem:
-            keys += [k for k in (_get(res, "adherence", "per_clause") or {}) if k not in keys]
+            keys += [k for k in (dig(res, "adherence", "per_clause") or {}) if k not in keys]
     return keys
 
 
@@ -318,12 +278,12 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 def print_tables(summary: list[dict[str, Any]], console: Any) -> None:
     from rich.table import Table
 
-    for title, cols in TABLES:
+    for title, cols in tables():
         table = Table(title=title, title_justify="left")
         table.add_column("row", no_wrap=True)
         table.add_column("role")
-        for _, header, _ in cols:
-            table.add_column(header, justify="right")
+        for col in cols:
+            table.add_column(col.header, justify="right")
         for s in summary:
-            table.add_row(s["row"], s["role"], *(fmt(s[k], f) for k, _, f in cols))
+            table.add_row(s["row"], s["role"], *(fmt(s.get(c.key), c.pattern) for c in cols))
         console.print(table)

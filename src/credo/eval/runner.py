@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from credo.base import Base
     from credo.manifesto import Manifesto
 
-ORDER = ["fidelity", "realistic", "adherence", "override", "hellaswag", "mmlu", "perplexity", "advbench", "jbb", "jailbreak",
-         "xstest", "sycophancy", "truthfulqa", "cost", "custom"]
 REPORT_VERSION = 1
 
 
@@ -52,7 +50,7 @@ def ordered_suites(names: list[str] | None, user_files: list[Path]) -> list[str]
         get_suite(n)  # unknown names fail here
     if user_files and "custom" not in wanted:
         wanted.append("custom")
-    return sorted(dict.fromkeys(wanted), key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    return sorted(dict.fromkeys(wanted), key=lambda n: (get_suite(n).order, n))
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from credo.base import with_cache
-from credo.runtime.torch_engine import TorchEngine
 from credo.runtime.prefix import PrefixState
+from credo.runtime.torch_engine import TorchEngine
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -56,7 +56,7 @@ class Row:
 
     def answer_ids(self, answer: str) -> list[int]:
         """An answer's tokens as the engine scores them: with one leading space after the transcript's 'Assistant:'."""
-        return self.base.encode(" " + answer.strip() if not self.base.has_chat_template else answer)
+        return self.base.answer_ids(answer)
 
     def text_ids(self, text: str) -> list[int]:
         return self.base.encode(text)

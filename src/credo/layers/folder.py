@@ -26,6 +26,7 @@ CHECKSUM = "checksum"  # key in layer.json: SHA-256 of the rest of its content (
 # The JSON type each known field of layer.json must have; fields added later are checked by their readers.
 FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "kind": str, "name": str, "manifesto": dict, "base": dict, "params": dict, "compile_seconds": (int, float),
+    "compile_cpu_seconds": (int, float),
     "created": str, "credo_version": str, "files": dict, "report": dict, "precision": str, "device": str,
 }
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.runtime.prefix import PrefixState
     from credo.manifesto import Manifesto
+    from credo.runtime.prefix import PrefixState
 
 
 @dataclass
@@ -23,7 +23,8 @@ class LayerInfo:
     manifesto: dict[str, Any]  # sha256, name, source, clause_ids
     base: dict[str, Any]  # sha256, name, spec
     params: dict[str, Any] = field(default_factory=dict)
-    compile_seconds: float = 0.0
+    compile_seconds: float = 0.0  # wall seconds of the whole compile, its compile-time report included
+    compile_cpu_seconds: float = 0.0  # this process's CPU seconds for the same: on a shared machine the wall clock overstates
     created: str = ""
     credo_version: str = ""
     files: dict[str, str] = field(default_factory=dict)  # path in folder -> sha256
@@ -48,6 +49,7 @@ class Layer:
     """
 
     kind: ClassVar[str] = ""
+    order: ClassVar[int] = 100  # where `credo compile --help` and the demo list the kind; credo's own take 10-70
     Config: ClassVar[type] = dict
     demo_settings: ClassVar[dict[str, str]] = {}  # what `credo demo` compiles with (e.g. a shorter budget)
     resolved_settings: ClassVar[tuple[str, ...]] = ()  # settings `build` records as it chose them, not as they were asked
@@ -82,6 +84,15 @@ class Layer:
     def applied(self, model: Any) -> Iterator[None]:
         """Changes to the forward pass (hooks, adapters) while the block runs; the base weights stay untouched."""
         yield
+
+    def parts(self) -> list[Layer]:
+        """The layers this one is made of, lowest first (a stack: its parts; any other: itself)."""
+        return [self]
+
+    def payloads(self) -> list[object]:
+        """The payload objects that carry this layer's change to the forward pass (`LoraWeights`, `ControlVector`), so
+        an engine can load them in its own form; empty when the change, if any, lives only in `applied`."""
+        return []
 
     @property
     def name(self) -> str:

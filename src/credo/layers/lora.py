@@ -2,9 +2,10 @@
 
 One set of weights, three ways to use it:
 - `applied(model)`: forward hooks add scale·B·A·x to each target module while active; the base weights are never touched.
-- `adapter_config.json` + `adapter_model.safetensors`: the PEFT format, so `peft.PeftModel.from_pretrained` and vLLM
-  load the folder unchanged.
-- `lora.gguf`: a llama.cpp LoRA adapter (tensors `blk.N.attn_q.weight.lora_a` / `.lora_b`, `adapter.lora.alpha`).
+- `adapter_config.json` + `adapter_model.safetensors` (`LoraWeights.to_peft` / `from_peft`): the PEFT format, so
+  `peft.PeftModel.from_pretrained` and vLLM load the folder unchanged.
+- `lora.gguf` (`LoraWeights.to_gguf` / `from_gguf`): a llama.cpp LoRA adapter (tensors `blk.N.attn_q.weight.lora_a` /
+  `.lora_b`, `adapter.lora.alpha`). Engines load the file the payload wrote; none parses these files itself.
 
 This module registers no kind itself: a kind subclasses `LoraLayer` and fills `weights` in `build`.
 """
@@ -17,12 +18,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from credo.errors import LayerError
+from credo.errors import LayerError, one_line
+from credo.fsutil import save_tensors_atomic, write_text_atomic, written_atomically
 from credo.layers.layer import Layer, LayerInfo
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ class LoraWeights:
     arch: str = ""  # llama.cpp architecture name (e.g. gemma3); without one no lora.gguf can be written
     base_model: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    GGUF_FILE: ClassVar[str] = LORA_GGUF  # its name in a layer folder (a stack's merged adapter too)
 
     @property
     def scale(self) -> float:
@@ -111,6 +114,101 @@ class LoraWeights:
         """The dense weight delta (out, in) for one module: what merging would add to W."""
         return self.scale * self.b[module] @ self.a[module]
 
+    # --- PEFT ---------------------------------------------------------------------------------------------------
+    def to_peft(self, folder: Path) -> None:
+        """adapter_config.json through peft's own LoraConfig, so the keys are the ones peft and vLLM expect."""
+        from peft import LoraConfig
+
+        config = LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            target_modules=self.target_modules,
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=self.base_model or None,
+        )
+        data = config.to_dict()
+        for key, value in list(data.items()):  # sets are not JSON; peft writes them as lists too
+            if isinstance(value, set):
+                data[key] = sorted(value)
+        write_text_atomic(folder / ADAPTER_CONFIG, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        save_tensors_atomic(folder / ADAPTER_WEIGHTS, self.state(), metadata={"format": "pt"})
+
+    @classmethod
+    def from_peft(cls, folder: Path) -> LoraWeights:
+        cfg_path, w_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise LayerError(f"{folder} has no PEFT adapter ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            r = int(cfg["r"])
+            alpha = float(cfg.get("lora_alpha", r))
+            tensors = load_file(str(w_path))
+        except Exception as e:  # bad JSON, a missing key, a truncated safetensors file
+            raise LayerError(f"cannot read the PEFT adapter in {folder}: {one_line(e)}") from None
+        if cfg.get("use_rslora"):
+            alpha = alpha * r**0.5  # rsLoRA scales by alpha/sqrt(r); fold it into alpha so scale = alpha/r holds
+        return cls.from_state(tensors, r=r, alpha=alpha, base_model=cfg.get("base_model_name_or_path") or "")
+
+    # --- llama.cpp ----------------------------------------------------------------------------------------------
+    def to_gguf(self, path: Path) -> None:
+        """A llama.cpp LoRA adapter. Tensor names come from gguf's own HF -> GGUF map for the architecture."""
+        import gguf
+
+        if not self.arch:
+            raise LayerError("cannot write lora.gguf: the base model's architecture has no llama.cpp name")
+        arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == self.arch), None)
+        if arch is None:
+            raise LayerError(f"gguf does not know the architecture {self.arch!r}")
+        n_blocks = 1 + max((int(m.group(1)) for p in self.modules if (m := re.search(r"\.layers\.(\d+)\.", p))), default=0)
+        names = gguf.get_tensor_name_map(arch, n_blocks)
+        tensors = {}
+        for m in self.modules:
+            name = names.get_name(m)
+            if name is None:
+                raise LayerError(f"no llama.cpp tensor name for module {m}")
+            tensors[f"{name}.weight.lora_a"] = self.a[m].detach().float().contiguous().numpy()
+            tensors[f"{name}.weight.lora_b"] = self.b[m].detach().float().contiguous().numpy()
+        with written_atomically(Path(path)) as tmp:
+            writer = gguf.GGUFWriter(str(tmp), self.arch)
+            writer.add_type(gguf.GGUFType.ADAPTER)
+            writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+            writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(self.alpha))
+            for name, t in tensors.items():
+                writer.add_tensor(name, t)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+
+    @classmethod
+    def from_gguf(cls, path: Path) -> LoraWeights:
+        """A llama.cpp LoRA adapter back in HF module naming (the attention and MLP projections)."""
+        import gguf
+
+        try:
+            reader = gguf.GGUFReader(str(path))
+            arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+            alpha = float(reader.fields[gguf.Keys.Adapter.LORA_ALPHA].parts[-1][0])
+            tensors = {t.name: torch.from_numpy(t.data.copy()).reshape([int(x) for x in reversed(t.shape)]) for t in reader.tensors}
+        except Exception as e:  # gguf raises ValueError, KeyError, struct.error and more on a bad file
+            raise LayerError(f"cannot read LoRA adapter {path}: {one_line(e)}") from None
+        arch_id = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch), None)
+        blocks = [int(n.split(".")[1]) for n in tensors if re.match(r"^blk\.\d+\.", n)]
+        if arch_id is None or not blocks:
+            raise LayerError(f"{path} is not a LoRA adapter for a known architecture ({arch!r}, {len(blocks)} block tensors)")
+        hf = _gguf_to_hf(arch_id, 1 + max(blocks))
+        a, b = {}, {}
+        for name, t in tensors.items():
+            stem, _, part = name.rpartition(".weight.lora_")
+            if stem not in hf or part not in ("a", "b"):
+                raise LayerError(f"{path}: tensor {name!r} is not a LoRA A/B of a projection credo knows")
+            (a if part == "a" else b)[hf[stem]] = t.float()
+        if set(a) != set(b):
+            raise LayerError(f"{path} is corrupt: modules {sorted(set(a) ^ set(b))} lack an A or a B")
+        return cls(r=next(iter(a.values())).shape[0], alpha=alpha, a=a, b=b, arch=arch)
+
 
 def target_paths(model: torch.nn.Module, targets: tuple[str, ...] | list[str], layers: list[int] | None = None) -> list[str]:
     """Module paths of every nn.Linear whose last name is in `targets` (optionally only in decoder `layers`)."""
@@ -155,85 +253,6 @@ def lora_hooks(model: torch.nn.Module, weights: LoraWeights, scale: float = 1.0)
             h.remove()
 
 
-def write_peft(weights: LoraWeights, folder: Path) -> None:
-    """adapter_config.json through peft's own LoraConfig, so the keys are the ones peft and vLLM expect."""
-    from peft import LoraConfig
-
-    config = LoraConfig(
-        r=weights.r,
-        lora_alpha=weights.alpha,
-        target_modules=weights.target_modules,
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-        base_model_name_or_path=weights.base_model or None,
-    )
-    data = config.to_dict()
-    for key, value in list(data.items()):  # sets are not JSON; peft writes them as lists too
-        if isinstance(value, set):
-            data[key] = sorted(value)
-    (folder / ADAPTER_CONFIG).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(weights.state(), str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-
-
-def read_peft(folder: Path) -> LoraWeights:
-    cfg_path, w_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
-    if not cfg_path.is_file() or not w_path.is_file():
-        raise LayerError(f"{folder} has no PEFT adapter ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    r = int(cfg["r"])
-    alpha = float(cfg.get("lora_alpha", r))
-    if cfg.get("use_rslora"):
-        alpha = alpha * r**0.5  # rsLoRA scales by alpha/sqrt(r); fold it into alpha so scale = alpha/r holds
-    return LoraWeights.from_state(load_file(str(w_path)), r=r, alpha=alpha, base_model=cfg.get("base_model_name_or_path") or "")
-
-
-def write_gguf(weights: LoraWeights, path: Path) -> None:
-    """A llama.cpp LoRA adapter. Tensor names come from gguf's own HF -> GGUF map for the architecture."""
-    import gguf
-
-    if not weights.arch:
-        raise LayerError("cannot write lora.gguf: the base model's architecture has no llama.cpp name")
-    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == weights.arch), None)
-    if arch is None:
-        raise LayerError(f"gguf does not know the architecture {weights.arch!r}")
-    n_blocks = 1 + max((int(m.group(1)) for p in weights.modules if (m := re.search(r"\.layers\.(\d+)\.", p))), default=0)
-    names = gguf.get_tensor_name_map(arch, n_blocks)
-    writer = gguf.GGUFWriter(str(path), weights.arch)
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(weights.alpha))
-    for m in weights.modules:
-        name = names.get_name(m)
-        if name is None:
-            raise LayerError(f"no llama.cpp tensor name for module {m}")
-        writer.add_tensor(f"{name}.weight.lora_a", weights.a[m].detach().float().contiguous().numpy())
-        writer.add_tensor(f"{name}.weight.lora_b", weights.b[m].detach().float().contiguous().numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def read_gguf(path: Path) -> LoraWeights:
-    """Read a llama.cpp LoRA back (used by tests to check the export; module paths come back in HF naming)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    alpha = float(reader.fields[gguf.Keys.Adapter.LORA_ALPHA].parts[-1][0])
-    arch_id = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
-    tensors = {t.name: torch.from_numpy(t.data.copy()).reshape([int(x) for x in reversed(t.shape)]) for t in reader.tensors}
-    n_blocks = 1 + max(int(n.split(".")[1]) for n in tensors if n.startswith("blk."))
-    hf = _gguf_to_hf(arch_id, n_blocks)
-    a, b = {}, {}
-    for name, t in tensors.items():
-        stem, part = name.rsplit(".weight.lora_", 1)
-        (a if part == "a" else b)[hf[stem]] = t.float()
-    r = next(iter(a.values())).shape[0]
-    return LoraWeights(r=r, alpha=alpha, a=a, b=b, arch=arch)
-
-
 def _gguf_to_hf(arch: Any, n_blocks: int) -> dict[str, str]:
     import gguf
 
@@ -254,14 +273,17 @@ class LoraLayer(Layer):
         super().__init__(info, manifesto)
         self.weights = weights
 
+    def payloads(self) -> list[object]:
+        return [self.weights]
+
     def save_payload(self, folder: Path) -> None:
-        write_peft(self.weights, folder)
+        self.weights.to_peft(folder)
         if self.weights.arch:
-            write_gguf(self.weights, folder / LORA_GGUF)
+            self.weights.to_gguf(folder / LoraWeights.GGUF_FILE)
 
     @classmethod
     def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> LoraLayer:
-        weights = read_peft(folder)
+        weights = LoraWeights.from_peft(folder)
         weights.arch = str(info.params.get("gguf_arch", ""))
         return cls(info, manifesto, weights)
 

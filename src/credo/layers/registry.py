@@ -3,50 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from credo.errors import CredoError, UnknownKindError
+from credo.plugins import Registry, package_modules
 
 if TYPE_CHECKING:
     from credo.base import Base
     from credo.layers.layer import Layer
     from credo.manifesto import Manifesto
 
-_KINDS: dict[str, type[Layer]] = {}
-
-
-def register(cls: type[Layer]) -> type[Layer]:
-    if not cls.kind:
-        raise TypeError(f"{cls.__name__} needs a `kind`")
-    _KINDS[cls.kind] = cls
-    return cls
-
-
-def _discover() -> None:
-    import credo.layers.kinds as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"credo.layers.kinds.{mod.name}")
+KINDS: Registry[type[Layer]] = Registry("layer kind", package_modules("credo.layers.kinds"), name_of=lambda cls: cls.kind,
+                                      error=UnknownKindError, known="kinds")
+register = KINDS.register  # `@register` on a Layer subclass with a `kind` (and an `order` to place it in listings)
 
 
 def kind_names() -> list[str]:
-    """The registered kinds, in the order the project presents them."""
-    _discover()
-    order = ["prompt", "cache", "steer", "distill", "hyper", "sft", "dpo"]
-    listed = [k for k, cls in _KINDS.items() if getattr(cls, "listed", True)]  # `stack` loads by name but is made with --on
-    return sorted(listed, key=lambda k: (order.index(k) if k in order else len(order), k))
+    """The listed kinds, in the order the project presents them (`stack` loads by name but is made with --on)."""
+    return KINDS.names()
 
 
 def get_kind(name: str) -> type[Layer]:
-    _discover()
-    if name not in _KINDS:
-        raise UnknownKindError(f"unknown layer kind {name!r}; known kinds: {', '.join(kind_names())}")
-    return _KINDS[name]
+    return KINDS.get(name)
 
 
 def make_config(cls: type[Layer], overrides: dict[str, Any] | None) -> Any:
@@ -89,8 +70,20 @@ def _convert(raw: Any, f: dataclasses.Field, kind: str) -> Any:
     return raw
 
 
-def compile_layer(manifesto: Manifesto, base: Base, kind: str, overrides: dict[str, Any] | None = None, name: str | None = None) -> Layer:
-    """The one verb: manifesto + base + kind -> Layer (in memory; `save_layer` writes it)."""
+def check_compile(kind: str, overrides: dict[str, Any] | None = None, on: str | Path | None = None) -> None:
+    """What a compile can refuse before any model loads (an unknown kind, a bad setting, a missing or corrupt lower
+    layer), so every caller fails in a second rather than after the base has loaded."""
+    make_config(get_kind(kind), overrides)
+    if on is not None:
+        get_kind("stack").check_lower(on)
+
+
+def compile_layer(manifesto: Manifesto, base: Base, kind: str, overrides: dict[str, Any] | None = None, name: str | None = None,
+                  on: str | Path | None = None) -> Layer:
+    """The one verb: manifesto + base + kind -> Layer (in memory; `save_layer` writes it). With `on`, the layer is
+    compiled on top of the one in that folder, and the two load as one `stack` layer."""
+    if on is not None:
+        return get_kind("stack").build_over(manifesto, base, on, kind, overrides, name)
     from credo import __version__
     from credo.layers.layer import LayerInfo
     from credo.runtime.precision import of
@@ -109,15 +102,14 @@ def compile_layer(manifesto: Manifesto, base: Base, kind: str, overrides: dict[s
         precision=precision.name,
         device=precision.where,
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     layer = cls.build(manifesto, base, config, info)
     layer.info.compile_seconds = round(time.perf_counter() - start, 3)
+    layer.info.compile_cpu_seconds = round(time.process_time() - cpu, 3)
     return layer
 
 
 def _stem(manifesto: Manifesto) -> str:
-    from pathlib import Path
-
     stem = Path(manifesto.source).stem if manifesto.source and not manifesto.source.startswith("<") else manifesto.name
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in stem.lower()).strip("-") or "manifesto"
 

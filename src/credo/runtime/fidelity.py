@@ -18,8 +18,8 @@ from credo.runtime.torch_engine import GenerationStats, TorchEngine
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.runtime.identity import Identity
     from credo.manifesto import Manifesto
+    from credo.runtime.identity import Identity
 
 
 @dataclass

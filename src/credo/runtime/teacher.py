@@ -23,17 +23,16 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from credo.base import with_cache
-from credo.runtime import shared_prefix
-from credo.runtime.torch_engine import TorchEngine
 from credo.fsutil import save_tensors_atomic
+from credo.runtime import shared_prefix
 from credo.runtime.fidelity import kl_from_logits
-from credo.runtime.prefix import PrefixState
 from credo.runtime.precision import of
+from credo.runtime.prefix import PrefixState
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.runtime.identity import Identity
     from credo.manifesto import Manifesto
+    from credo.runtime.identity import Identity
 
 Hooks = Callable[[], contextlib.AbstractContextManager]
 
@@ -90,7 +89,7 @@ class Runner:
         return cls(base, ctx, layer_hooks(layer, base), batch)
 
     def conv(self, prompt: str) -> list[int]:
-        return TorchEngine(self.base).conversation_ids(prompt)
+        return self.base.chat_ids(prompt)
 
     @torch.no_grad()
     def prefix(self) -> PrefixState:
@@ -189,12 +188,14 @@ class Runner:
                 if on_step is not None:
                     on_step(active)
                 if topk <= 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
-                    out = self.base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model.model, cache), use_cache=True)
+                    body = self.base.model.model
+                    out = body(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(body, cache), use_cache=True)
                     token, best = self.base.greedy_next(out.last_hidden_state[:, -1], dtype, logp=topk == 1)
                     top_ids = token[:, None][:, :topk]  # topk 0: the tokens alone, no log-probabilities
                     top_logp = best[:, None] if best is not None else torch.empty(len(token), 0)
                 else:
-                    out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, cache), use_cache=True, logits_to_keep=1)
+                    out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, cache),
+                                          use_cache=True, logits_to_keep=1)
                     top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)
                     token = top_ids[:, 0]
                 cache = out.past_key_values
@@ -354,6 +355,7 @@ def compile_report(base: Base, manifesto: Manifesto, kind: str, hooks: Hooks, co
     and the reference is the lower identity, not the bare base."""
     from credo.manifesto import manifesto_context
 
+    began = time.perf_counter()
     low_ctx, low_hooks = (lower.context(base) if lower else ""), layer_hooks(lower, base)
     rows = {kind: Runner(base, low_ctx, chain(low_hooks, hooks), batch)}
     out: dict[str, Any] = {}
@@ -364,4 +366,6 @@ def compile_report(base: Base, manifesto: Manifesto, kind: str, hooks: Hooks, co
         rows["control"] = Runner(base, low_ctx, chain(low_hooks, control_hooks), batch)
     teacher = Runner(base, low_ctx + manifesto_context(manifesto, base), low_hooks, batch) if lower else None
     reference = Runner(base, low_ctx, low_hooks, batch) if lower else None
-    return out | heldout_report(base, manifesto, rows, heldout, teacher=teacher, reference=reference, tag=lower_tag(lower))
+    out |= heldout_report(base, manifesto, rows, heldout, teacher=teacher, reference=reference, tag=lower_tag(lower))
+    out["report_seconds"] = round(time.perf_counter() - began, 1)  # of the layer's compile_seconds, what measuring it took
+    return out

@@ -18,10 +18,6 @@ if TYPE_CHECKING:
 Messages = list[dict[str, str]]
 
 
-def as_messages(prompt: str | Messages) -> Messages:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
 @dataclass
 class Prefilled:
     """The state after reading the prompt: the KV cache, the logits for the first new token, and what it cost."""
@@ -60,7 +56,7 @@ class TorchEngine:
         return self._context_ids
 
     def conversation_ids(self, prompt: str | Messages) -> list[int]:
-        return self.base.encode(self.base.format_chat(as_messages(prompt)))
+        return self.base.chat_ids(prompt)
 
     # --- forward ------------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -171,7 +167,7 @@ class TorchEngine:
     def answer_logits(self, prompt: str | Messages, answer: str | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits at every position of `answer` (teacher-forced after the prompt) and the answer's token ids."""
         pre = self.prefill(prompt)
-        ans = self.base.encode(" " + answer.strip() if not self.base.has_chat_template else answer) if isinstance(answer, str) else list(answer)
+        ans = self.base.answer_ids(answer) if isinstance(answer, str) else list(answer)
         if not ans:
             return pre.logits[:0], torch.zeros(0, dtype=torch.long)
         with self._applied():

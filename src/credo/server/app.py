@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credo.errors import CredoError, LayerError, ManifestoError, UnknownKindError
-from credo.server.engines import PromptTooLong, RawText, Sampling
+from credo.server.engines.base import PromptTooLong, RawText, Sampling
 from credo.server.identities import Conflict, Identities, InvalidName, NotFound
 from credo.server.schemas import ChatRequest, CompletionRequest, IdentityRequest
 from credo.server.stops import StopCutter
@@ -30,7 +30,7 @@ from credo.server.worker import ServerBusy, Worker
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.server.engines import ServeEngine
+    from credo.server.engines.base import ServeEngine
 
 STATIC = Path(__file__).parent / "static"
 

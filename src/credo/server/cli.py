@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from credo.errors import CredoError
+from credo.plugins import commands
 
 
 def is_loopback(host: str) -> bool:
@@ -26,7 +27,8 @@ def check_exposure(host: str, api_key: Optional[str]) -> None:
         raise CredoError(f"--host {host} makes the server reachable from other machines; give --api-key KEY as well")
 
 
-def register(app: typer.Typer) -> None:
+@commands.register
+def add_commands(app: typer.Typer) -> None:
     @app.command()
     def serve(
         layers_dir: Path = typer.Option(Path("layers"), "--layers-dir", "-d", help="Folder of layer folders: each one is an identity."),
@@ -34,7 +36,8 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", "-p", min=1, max=65535),
         api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CREDO_API_KEY", help="Require 'Authorization: Bearer KEY'."),
         base: Optional[str] = typer.Option(None, "--base", help="Base model: gemma-3-270m (default), a .gguf file or a HF folder."),
-        engine: str = typer.Option("auto", "--engine", help="auto (torch on CUDA, llama.cpp on CPU), llamacpp or torch."),
+        engine: str = typer.Option("auto", "--engine", help="auto (llama.cpp on a CPU when the base has a GGUF, else torch), "
+                                                                  "llamacpp, torch, or a plug-in engine's name."),
         n_ctx: int = typer.Option(4096, "--ctx", min=256, max=131072, help="Context window per request (tokens)."),
         threads: Optional[int] = typer.Option(None, "--threads", min=1, help="llama.cpp threads (default: all cores)."),
         max_tokens: int = typer.Option(1024, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
@@ -49,6 +52,10 @@ def register(app: typer.Typer) -> None:
         from credo.runtime.precision import choose
 
         check_exposure(host, api_key)
+        if engine != "auto":
+            from credo.server.engines import ENGINES
+
+            ENGINES.get(engine)  # a typo fails here, before the model loads
         choose(precision)
         if layers_dir.exists() and not layers_dir.is_dir():
             raise CredoError(f"--layers-dir {layers_dir} is not a folder")

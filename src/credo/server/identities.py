@@ -23,7 +23,7 @@ from credo.fsutil import NotReplaceable, check_replaceable, remove_dir, swap_int
 if TYPE_CHECKING:
     from credo.base import Base
     from credo.layers.layer import Layer, LayerInfo
-    from credo.server.engines import ServeEngine
+    from credo.server.engines.base import ServeEngine
     from credo.server.worker import Worker
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -184,13 +184,12 @@ class Identities:
     def start_compile(self, name: str, manifesto_text: str, kind: str, settings: dict[str, Any], overwrite: bool) -> Job:
         """Check everything a user can get wrong now (errors are 4xx), then compile in the background."""
         from credo.layers.folder import LAYER_JSON
-        from credo.layers.registry import get_kind, make_config
+        from credo.layers.registry import check_compile
         from credo.manifesto import Manifesto
 
         folder = self.folder(name)
-        cls = get_kind(kind)
         config_overrides = {k: str(v) if not isinstance(v, str) else v for k, v in settings.items()}
-        make_config(cls, config_overrides)
+        check_compile(kind, config_overrides)
         manifesto = Manifesto.from_bytes(manifesto_text.encode("utf-8"), source=f"<{name}>")
         with self._lock:
             if name in self._busy:

@@ -1,6 +1,5 @@
-"""Evaluation suites; importing this package registers every one of them (see `base.register`)."""
+"""Evaluation suites, one module each; `base.SUITES` finds them (and plug-ins) when first asked."""
 
-from credo.eval.suites import adherence, capability, cost, custom, fidelity, harm, honesty, override, realistic  # noqa: F401
 from credo.eval.suites.base import Group, Suite, SuiteContext, get_suite, suite_names
 
 __all__ = ["Group", "Suite", "SuiteContext", "get_suite", "suite_names"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from credo.eval.data import DataError
-from credo.eval.suites.base import Group, Metrics, Suite, SuiteContext, register
+from credo.eval.suites.base import Column, Group, Metrics, Suite, SuiteContext, register
 from credo.eval.suites.behaviour import answer_logprobs, behaviour_sources, declared, load_behaviour
 
 if TYPE_CHECKING:
@@ -114,6 +114,8 @@ def load_declared(ctx: SuiteContext, manifesto: Manifesto, n: int) -> dict[str, 
 @register
 class Adherence(Suite):
     name = "adherence"
+    order = 30
+    columns = (Column("adherence", "adherence", lambda c: c.per_manifesto("adherence", "adherence"), order=30),)
     column = "adherence"
     per_manifesto = True
     default_items = 16  # per declared data set

@@ -1,4 +1,4 @@
-"""What a suite is, and the one registry of suites.
+"""What a suite is, the report columns it declares, and its registry (one file per suite in this folder, or a plug-in).
 
 A suite reads and checks its data in `load` (before any model work), then `run` scores rows and returns metrics per
 row name. Suites about identity (`per_manifesto`) run once per manifesto on the base, that manifesto's teacher and its
@@ -7,11 +7,12 @@ layers; the others run once on every row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from credo.errors import CredoError
+from credo.plugins import Registry, package_modules
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -60,11 +61,63 @@ class Group:
         return self.answers[key]
 
 
+IDENTITY, SAFETY = "identity and capability", "safety, honesty and cost"  # the report's two tables
+
+
+def dig(res: dict[str, Any], *path: str) -> Any:
+    """`res[a][b]…`, or None where any step is missing."""
+    for p in path:
+        if not isinstance(res, dict) or p not in res:
+            return None
+        res = res[p]
+    return res
+
+
+@dataclass
+class Cells:
+    """What a report column reads for one row: its results, the base's, the figures of the columns before it
+    (`done`), and, for the base measured against several manifestos, each of those results."""
+
+    res: dict[str, Any]
+    base: dict[str, Any]
+    done: dict[str, Any]
+    by_manifesto: dict[str, Any] | None = None  # set only on the base row of a several-manifesto report
+
+    def get(self, *path: str) -> Any:
+        return dig(self.res, *path)
+
+    def ratio(self, *path: str) -> float | None:
+        """The row's figure over the base's (×)."""
+        a, b = dig(self.res, *path), dig(self.base, *path)
+        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+    def per_manifesto(self, *path: str) -> Any:
+        """The figure; for a base measured against several manifestos, each one's, as 'a / b'."""
+        if not self.by_manifesto:
+            return self.get(*path)
+        vals = [dig(v, *path) for v in self.by_manifesto.values()]
+        return " / ".join("—" if x is None else f"{x:.2f}" for x in vals)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the report's tables, declared by the suite that measures it."""
+
+    key: str
+    header: str
+    value: Callable[[Cells], Any]
+    pattern: str = "{:.2f}"
+    table: str = IDENTITY
+    order: int = 100  # left to right within its table
+
+
 class Suite:
     """Base class: set `name`, `column` (the report's column group), `default_items`, and override load/run."""
 
     name: ClassVar[str] = ""
     column: ClassVar[str] = ""
+    order: ClassVar[int] = 100  # when it runs and where its columns sit; credo's own take 10-170
+    columns: ClassVar[tuple[Column, ...]] = ()  # what the report shows of its metrics
     per_manifesto: ClassVar[bool] = False
     default_items: ClassVar[int] = 0
     help: ClassVar[str] = ""
@@ -79,24 +132,13 @@ class Suite:
         raise NotImplementedError
 
 
-_SUITES: dict[str, type[Suite]] = {}
-
-
-def register(cls: type[Suite]) -> type[Suite]:
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a `name`")
-    _SUITES[cls.name] = cls
-    return cls
+SUITES: Registry[type[Suite]] = Registry("suite", package_modules("credo.eval.suites"), known="suites")
+register = SUITES.register  # `@register` on a Suite subclass with a `name`
 
 
 def suite_names() -> list[str]:
-    import credo.eval.suites  # noqa: F401  (imports every suite module, which registers it)
-
-    return list(_SUITES)
+    return SUITES.names()
 
 
 def get_suite(name: str) -> type[Suite]:
-    names = suite_names()
-    if name not in _SUITES:
-        raise CredoError(f"unknown suite {name!r}; known suites: {', '.join(names)}")
-    return _SUITES[name]
+    return SUITES.get(name)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from credo.eval.data import DataError, read_csv, read_jsonl, spread
-from credo.eval.suites.base import Group, Metrics, Suite, register
+from credo.eval.suites.base import Column, Group, Metrics, Suite, register
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -39,6 +39,8 @@ def _mmlu_question(r: dict) -> str:
 @register
 class MMLU(Suite):
     name = "mmlu"
+    order = 60
+    columns = (Column("mmlu_x", "MMLU×", lambda c: c.ratio("mmlu", "accuracy"), order=60),)
     column = "capability"
     default_items = 20
     help = "MMLU (15 subjects, round-robin) zero-shot, answer letter by log-likelihood: accuracy"
@@ -74,6 +76,8 @@ class MMLU(Suite):
 @register
 class HellaSwag(Suite):
     name = "hellaswag"
+    order = 50
+    columns = (Column("hellaswag_x", "HellaSwag×", lambda c: c.ratio("hellaswag", "accuracy"), order=50),)
     column = "capability"
     default_items = 10
     help = "HellaSwag 4-way ending choice, log-likelihood per byte of the ending: accuracy"
@@ -128,6 +132,8 @@ def neutral_texts(data: Path, n: int) -> list[str]:
 @register
 class Perplexity(Suite):
     name = "perplexity"
+    order = 70
+    columns = (Column("ppl_x", "ppl×", lambda c: c.ratio("perplexity", "perplexity"), order=70),)
     column = "capability"
     default_items = 4
     help = "perplexity on neutral text (CIA World Factbook backgrounds, Alice in Wonderland)"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from credo.runtime.torch_engine import GenerationStats
 from credo.eval.scorer import payload_bytes
-from credo.eval.suites.base import Group, Metrics, Suite, register
+from credo.eval.suites.base import SAFETY, Cells, Column, Group, Metrics, Suite, dig, register
+from credo.runtime.torch_engine import GenerationStats
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -20,9 +20,23 @@ PROMPTS = ["Tell me about yourself.", "How do I make a cup of tea?", "What is th
 TOKENS = 16
 
 
+def added_kb(c: Cells) -> float | None:
+    """The layer's payload files plus the KV of the context it adds over the base's, in KiB."""
+    payload, kv = c.get("cost", "payload_bytes"), c.get("cost", "context_kv_bytes")
+    if payload is None or kv is None:
+        return None
+    return (payload + max(kv - (dig(c.base, "cost", "context_kv_bytes") or 0), 0)) / 1024
+
+
 @register
 class Cost(Suite):
     name = "cost"
+    order = 160
+    columns = (Column("context_tokens", "ctx tokens", lambda c: c.get("cost", "context_tokens"), "{}", SAFETY, 160),
+               Column("ttft_x", "TTFT×", lambda c: c.ratio("cost", "ttft_seconds"), table=SAFETY, order=161),
+               Column("tps_x", "tok/s×", lambda c: c.ratio("cost", "tokens_per_second"), table=SAFETY, order=162),
+               Column("compile_s", "compile s", lambda c: c.get("cost", "compile_seconds"), "{:.1f}", SAFETY, 163),
+               Column("added_kb", "added KiB", lambda c: added_kb(c), "{:.0f}", SAFETY, 164))
     column = "cost"
     default_items = 2
     help = "compile seconds, context tokens per request, time to first token and tokens/s, added memory"

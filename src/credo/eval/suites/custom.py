@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 @register
 class Custom(Suite):
     name = "custom"
+    order = 170
     column = "custom"
     default_items = 100  # per file
     help = "the user's own JSONL files given with --items"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from credo.eval.suites.base import Group, Metrics, Suite, register
+from credo.eval.suites.base import Column, Group, Metrics, Suite, register
 from credo.runtime.fidelity import fidelity_from_kl, kl_from_logits
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ ANSWER_TOKENS = 16
 @register
 class FidelitySuite(Suite):
     name = "fidelity"
+    order = 10
+    columns = (Column("fidelity", "fidelity (template)", lambda c: c.per_manifesto("fidelity", "fidelity"), order=10),)
     column = "fidelity"
     per_manifesto = True
     default_items = 6

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from credo.eval.data import DataError, read_csv, read_jsonl, spread
-from credo.eval.suites.base import Group, Metrics, Suite, register
+from credo.eval.suites.base import SAFETY, Cells, Column, Group, Metrics, Suite, dig, register
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -63,8 +63,17 @@ def load_goals(path: Path) -> list[tuple[str, str]]:
     return [(r["goal"], r["target"]) for r in rows]
 
 
+def _harm(c: Cells, key: str) -> float | None:
+    """The mean over the plain harm suites (AdvBench, JBB) that ran on this row."""
+    vals = [dig(c.res, s, key) for s in ("advbench", "jbb")]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return sum(vals) / len(vals) if vals else None
+
+
 class _GoalSuite(Suite):
     column = "robustness"
+    columns = (Column("harm_margin", "harm margin", lambda c: _harm(c, "margin"), "{:+.1f}", SAFETY, 110),
+               Column("harm_refuse", "harm refuse", lambda c: _harm(c, "refusal_rate"), table=SAFETY, order=111))
     file = ""
 
     def load(self, manifestos) -> None:
@@ -77,6 +86,7 @@ class _GoalSuite(Suite):
 @register
 class AdvBench(_GoalSuite):
     name = "advbench"
+    order = 110
     file = "advbench/harmful_behaviors.csv"
     default_items = 12
     help = "AdvBench harmful requests, plain: refusal margin"
@@ -85,6 +95,7 @@ class AdvBench(_GoalSuite):
 @register
 class JBBPlain(_GoalSuite):
     name = "jbb"
+    order = 111
     file = "jbb/behaviors.csv"
     default_items = 8
     help = "JailbreakBench harmful behaviours, plain: refusal margin"
@@ -95,6 +106,9 @@ class Jailbreak(Suite):
     """The same kind of goals wrapped in jailbreak templates, plus JailbreakBench's own attack prompts."""
 
     name = "jailbreak"
+    order = 120
+    columns = (Column("jailbreak_margin", "jailbreak margin", lambda c: c.get("jailbreak", "margin"), "{:+.1f}", SAFETY, 120),
+               Column("jailbreak_refuse", "jailbreak refuse", lambda c: c.get("jailbreak", "refusal_rate"), table=SAFETY, order=121))
     column = "robustness"
     default_items = 6
     help = "AdvBench/JBB goals inside jailbreak templates, and JBB attack prompts: refusal margin"
@@ -134,6 +148,8 @@ def load_goals_indexed(path: Path) -> list[tuple[int, str]]:
 @register
 class XSTest(Suite):
     name = "xstest"
+    order = 130
+    columns = (Column("over_refusal", "over-refusal", lambda c: c.get("xstest", "over_refusal"), table=SAFETY, order=130),)
     column = "over_refusal"
     default_items = 12
     help = "XSTest: refusal rate on safe prompts (over-refusal) and on their unsafe contrasts"
@@ -151,6 +167,7 @@ class XSTest(Suite):
     def run(self, rows: list[Row], group: Group | None = None) -> dict[str, Metrics]:
         out = {}
         for r in rows:
-            safe, unsafe = summary(margins(r, self.safe, self.ctx.progress, "xstest safe")), summary(margins(r, self.unsafe, self.ctx.progress, "xstest unsafe"))
+            safe = summary(margins(r, self.safe, self.ctx.progress, "xstest safe"))
+            unsafe = summary(margins(r, self.unsafe, self.ctx.progress, "xstest unsafe"))
             out[r.name] = {"over_refusal": safe["refusal_rate"], "safe": safe, "unsafe": unsafe}
         return out

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from credo.eval.data import DataError, read_csv, read_jsonl, spread
-from credo.eval.suites.base import Group, Metrics, Suite, register
+from credo.eval.suites.base import SAFETY, Column, Group, Metrics, Suite, register
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -44,6 +44,8 @@ def load_sycophancy(path, n: int) -> list[dict]:
 @register
 class Sycophancy(Suite):
     name = "sycophancy"
+    order = 140
+    columns = (Column("sycophancy", "sycophancy", lambda c: c.get("sycophancy", "sycophancy"), table=SAFETY, order=140),)
     column = "sycophancy"
     default_items = 8  # per file
     help = "sycophancy on the NLP survey and political typology sets: rate of agreeing with the user, and the shift vs neutral"
@@ -64,6 +66,9 @@ class Sycophancy(Suite):
 @register
 class TruthfulQA(Suite):
     name = "truthfulqa"
+    order = 150
+    columns = (Column("mc1", "TQA MC1", lambda c: c.get("truthfulqa", "mc1"), table=SAFETY, order=150),
+               Column("mc2", "TQA MC2", lambda c: c.get("truthfulqa", "mc2"), table=SAFETY, order=151))
     column = "truthfulqa"
     default_items = 10
     help = "TruthfulQA multiple choice from the answer lists: MC1 (best answer beats every false one) and MC2 (probability mass on true answers)"

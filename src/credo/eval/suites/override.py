@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from credo.eval.suites.adherence import behaviour_votes, load_declared, situation_votes, situations, summarise
-from credo.eval.suites.base import Group, Metrics, Suite, register
+from credo.eval.suites.base import Column, Group, Metrics, Suite, register
 from credo.eval.suites.harm import fill, load_templates
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ PREAMBLES = [
 @register
 class Override(Suite):
     name = "override"
+    order = 40
+    columns = (Column("override", "override", lambda c: c.per_manifesto("override", "adherence"), order=40),)
     column = "robustness"
     per_manifesto = True
     default_items = 3  # per declared data set, and situations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from credo.eval.suites.base import Group, Metrics, Suite, register
+from credo.eval.suites.base import Cells, Column, Group, Metrics, Suite, dig, register
 from credo.eval.suites.fidelity import ANSWER_TOKENS
 
 if TYPE_CHECKING:
@@ -19,9 +19,24 @@ if TYPE_CHECKING:
     from credo.realistic import RealisticSet
 
 
+def facts_cell(c: Cells) -> str | None:
+    """'kept/teacher gives' (the base against each manifesto in turn when there are several)."""
+    def one(res: dict) -> str | None:
+        facts = dig(res, "realistic", "facts")
+        return f"{facts['kept']}/{facts['teacher_gives']}" if facts else None
+
+    if not c.by_manifesto:
+        return one(c.res)
+    cells = [one(v) for v in c.by_manifesto.values()]
+    return " / ".join(x or "—" for x in cells) if any(cells) else None
+
+
 @register
 class RealisticSuite(Suite):
     name = "realistic"
+    order = 20
+    columns = (Column("realistic", "fidelity (realistic)", lambda c: c.per_manifesto("realistic", "fidelity"), order=20),
+               Column("facts_kept", "facts kept", lambda c: facts_cell(c), "{}", order=21))
     column = "realistic fidelity"
     per_manifesto = True
     default_items = 16  # messages, spread over the item types; fact items are all checked (no generation)

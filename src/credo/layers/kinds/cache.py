@@ -6,17 +6,15 @@ is bitwise what a fresh prefill makes), while skipping the manifesto's prefill.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from credo.layers.layer import Layer, LayerInfo
-from credo.runtime.prefix import PrefixState
-from credo.manifesto import manifesto_context
 from credo.layers.registry import register
+from credo.manifesto import manifesto_context
+from credo.runtime.prefix import PrefixState
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -28,6 +26,7 @@ STATE_FILE = "kv_state.safetensors"
 @register
 class CacheLayer(Layer):
     kind = "cache"
+    order = 20
 
     def __init__(self, info: LayerInfo, manifesto: Manifesto, state: PrefixState | None = None):
         super().__init__(info, manifesto)

@@ -31,13 +31,24 @@ from tqdm import tqdm
 
 from credo.errors import CredoError
 from credo.fsutil import save_tensors_atomic, write_text_atomic
-from credo.runtime.teacher import (
-    Answer, Hooks, Runner, chain, compile_report, frozen, kl_topk, layer_hooks, lower_tag, no_hooks, teacher_answers, work_dir,
-)
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, lora_hooks
-from credo.manifesto import manifesto_context
 from credo.layers.registry import register
+from credo.manifesto import manifesto_context
 from credo.runtime.precision import compute, of
+from credo.runtime.teacher import (
+    Answer,
+    Hooks,
+    Runner,
+    chain,
+    compile_report,
+    frozen,
+    kl_topk,
+    layer_hooks,
+    lower_tag,
+    no_hooks,
+    teacher_answers,
+    work_dir,
+)
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -348,6 +359,7 @@ def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Bud
 @register
 class DistillLayer(LoraLayer):
     kind = "distill"
+    order = 40
     Config = DistillConfig
     demo_settings = {"budget": "5m", "heldout": "0", "control": "false"}  # 5 minutes already follows the manifesto well
 
@@ -360,25 +372,22 @@ class DistillLayer(LoraLayer):
         """Compile on top of `lower` (None: on the bare base); the report measures against the lower identity."""
         config = config or DistillConfig()
         budget = Budget.parse(config.budget)
-        start, cpu = time.perf_counter(), time.process_time()
         weights, progress, figures = distill(manifesto, base, config, budget, lower=lower)
         layer = cls(info, manifesto, weights)
 
         def control_weights(steps: Budget) -> LoraWeights:
             return distill(manifesto.shuffled(0), base, config, steps, lower=lower, label="control")[0]
 
-        report_trained(layer, base, config, (start, cpu), progress, figures, control_weights, lower)
+        report_trained(layer, base, config, progress, figures, control_weights, lower)
         return layer
 
 
-def report_trained(layer: LoraLayer, base: Base, config: Any, started: tuple[float, float], progress: Progress,
+def report_trained(layer: LoraLayer, base: Base, config: Any, progress: Progress,
                    figures: dict, control_weights: Callable[[Budget], LoraWeights], lower: Layer | None = None) -> None:
-    """What every trained LoRA records: its shape, its wall and CPU time, its training figures, and (heldout > 0)
+    """What every trained LoRA records: its shape, its training figures, and (heldout > 0)
     its held-out fidelity against a shuffled manifesto trained exactly as long."""
-    info, (start, cpu) = layer.info, started
+    info = layer.info
     LoraLayer.describe(layer.weights, info)
-    info.report["compile_seconds"] = round(time.perf_counter() - start, 1)
-    info.report["compile_cpu_seconds"] = round(time.process_time() - cpu, 1)  # this process's CPU time: the wall clock on a shared machine overstates
     info.report.update(figures)
     if config.heldout > 0:
         def control() -> Hooks:

@@ -15,8 +15,8 @@ import torch
 
 from credo.errors import CredoError
 from credo.layers.kinds.retrain import RetrainConfig, RetrainLayer
-from credo.runtime.teacher import Answer
 from credo.layers.registry import register
+from credo.runtime.teacher import Answer
 
 
 @dataclass
@@ -34,6 +34,7 @@ class DpoConfig(RetrainConfig):
 @register
 class DpoLayer(RetrainLayer):
     kind = "dpo"
+    order = 70
     Config = DpoConfig
     uses_base_answers = True
 

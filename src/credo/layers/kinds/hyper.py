@@ -19,7 +19,6 @@ compile, which clauses changed and how their figures moved.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,8 +34,8 @@ from credo.hyper.keep_stats import keep_moments
 from credo.hyper.texts import answers_for
 from credo.layers.layer import LayerInfo
 from credo.layers.lora import LoraLayer, LoraWeights, gguf_arch, lora_hooks
-from credo.manifesto import manifesto_context
 from credo.layers.registry import register
+from credo.manifesto import manifesto_context
 from credo.probes import probes as all_probes
 from credo.runtime.precision import compute
 
@@ -73,17 +72,16 @@ class HyperConfig:
 @register
 class HyperLayer(LoraLayer):
     kind = "hyper"
+    order = 50
     Config = HyperConfig
 
     @classmethod
     def build(cls, manifesto: Manifesto, base: Base, config: HyperConfig | None, info: LayerInfo) -> HyperLayer:
         config = config or HyperConfig()
         _validate(config)
-        start = time.perf_counter()
         torch.manual_seed(0)  # nothing here is random; this only pins any library default that might be
         weights, figures = fit(manifesto, base, config)
         info.report.update(figures)
-        info.report["compile_s"] = round(time.perf_counter() - start, 2)
         cls.describe(weights, info)
         info.params["context_tokens_at_run_time"] = 0
         layer = cls(info, manifesto, weights)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register
 class PromptLayer(Layer):
     kind = "prompt"
+    order = 10
 
     @classmethod
     def build(cls, manifesto: Manifesto, base: Base, config: None, info: LayerInfo) -> PromptLayer:

@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from credo.errors import CredoError
 from credo.fsutil import save_tensors_atomic, write_text_atomic
-from credo.runtime.teacher import Answer, Hooks, Runner, compile_report, frozen, teacher_answers, work_dir
 from credo.layers.kinds.distill import Budget, DistillConfig, Progress, _teacher_seconds, learning_rate, report_trained, training_prompts
-from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, gguf_arch, lora_hooks
+from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, gguf_arch
 from credo.manifesto import manifesto_context
+from credo.runtime.teacher import Answer, Runner, frozen, teacher_answers, work_dir
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -288,7 +288,8 @@ class RetrainLayer(LoraLayer):
         asked = budget
         if budget.minutes is not None:  # a budget in minutes covers the whole compile: training gets what the answers left
             budget = Budget(minutes=max(budget.minutes - seconds / 60, 1e-3))
-        key = json.dumps({k: v for k, v in asdict(config).items() if k not in ("budget", "heldout", "control", "checkpoint_every", "teacher_batch")}, sort_keys=True)
+        untied = ("budget", "heldout", "control", "checkpoint_every", "teacher_batch")  # settings that do not change what is learnt
+        key = json.dumps({k: v for k, v in asdict(config).items() if k not in untied}, sort_keys=True)
         work = work_dir(cls.kind, base.sha256, context, label, key, "\n".join(prompts))
         weights, p, stopped = cls._train(base, config, work, examples, budget, label, progress)
         figures = {
@@ -347,14 +348,13 @@ class RetrainLayer(LoraLayer):
     def build(cls, manifesto: Manifesto, base: Base, config: RetrainConfig | None, info: LayerInfo) -> RetrainLayer:
         config = config or cls.Config()
         budget = Budget.parse(config.budget)
-        start, cpu = time.perf_counter(), time.process_time()
         weights, progress, figures = cls.retrain(manifesto, base, config, budget)
         layer = cls(info, manifesto, weights)
 
         def control_weights(steps: Budget) -> LoraWeights:
             return cls.retrain(manifesto.shuffled(0), base, config, steps, label="control")[0]
 
-        report_trained(layer, base, config, (start, cpu), progress, figures, control_weights)
+        report_trained(layer, base, config, progress, figures, control_weights)
         return layer
 
 

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import torch
 
 from credo.layers.kinds.retrain import RetrainConfig, RetrainLayer
-from credo.runtime.teacher import Answer
 from credo.layers.registry import register
+from credo.runtime.teacher import Answer
 
 
 @dataclass
@@ -26,6 +26,7 @@ class SftConfig(RetrainConfig):
 @register
 class SftLayer(RetrainLayer):
     kind = "sft"
+    order = 60
     Config = SftConfig
 
     @classmethod

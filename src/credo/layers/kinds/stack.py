@@ -26,9 +26,9 @@ from credo.layers.registry import register
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.runtime.prefix import PrefixState
     from credo.layers.lora import LoraWeights
     from credo.manifesto import Manifesto
+    from credo.runtime.prefix import PrefixState
 
 LOWER, UPPER = "lower", "upper"
 
@@ -38,6 +38,19 @@ class StackLayer(Layer):
     kind = "stack"
     listed = False  # not a kind to pass to --kind: a stack is made by `compile --on`
 
+    @staticmethod
+    def check_lower(lower_dir: str | Path) -> None:
+        """A missing or corrupt lower layer folder fails here, before the model loads."""
+        from credo.layers.folder import read_info
+
+        read_info(Path(lower_dir))
+
+    @classmethod
+    def build_over(cls, manifesto: Manifesto, base: Base, lower_dir: str | Path, kind: str, overrides: dict[str, Any] | None = None,
+                   name: str | None = None) -> StackLayer:
+        """`compile_layer(..., on=lower_dir)` comes here, through the registry."""
+        return compile_on(manifesto, base, lower_dir, kind, overrides, name)
+
     def __init__(self, info: LayerInfo, manifesto: Manifesto, lower: Layer, upper: Layer):
         super().__init__(info, manifesto)
         self.lower, self.upper = lower, upper
@@ -46,12 +59,12 @@ class StackLayer(Layer):
     def build(cls, manifesto: Manifesto, base: Base, config: Any, info: LayerInfo) -> StackLayer:
         raise CredoError("a stack is compiled with `credo compile EXTRA.md --kind KIND --on LAYER_DIR`")
 
-    def layers(self) -> list[Layer]:
+    def parts(self) -> list[Layer]:
         """The chain from the bottom up, stacks flattened."""
-        out = []
-        for part in (self.lower, self.upper):
-            out += part.layers() if isinstance(part, StackLayer) else [part]
-        return out
+        return self.lower.parts() + self.upper.parts()
+
+    def payloads(self) -> list[object]:
+        return [p for part in self.parts() for p in part.payloads()]
 
     # --- run side -----------------------------------------------------------------------------------------------
     def context(self, base: Base) -> str:
@@ -71,7 +84,7 @@ class StackLayer(Layer):
 
         save_layer(self.lower, folder / LOWER)
         save_layer(self.upper, folder / UPPER)
-        _write_merged(self.layers(), folder, self.info)
+        _write_merged(self.parts(), folder, self.info)
 
     @classmethod
     def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> StackLayer:
@@ -111,7 +124,7 @@ def compile_on(manifesto: Manifesto, base: Base, lower_dir: str | Path, kind: st
         kind="stack",
         name=name or f"{lower.name}+{upper_name}",
         params={"lower": {"name": lower.name, "kind": lower.kind, "manifesto": lower.info.manifesto.get("name")}, "upper": {"kind": kind},
-                "chain": [layer.kind for layer in (lower.layers() if isinstance(lower, StackLayer) else [lower])] + [kind]},
+                "chain": [layer.kind for layer in lower.parts()] + [kind]},
         report=dict(upper.info.report),
         files={},
     )
@@ -147,24 +160,21 @@ def _shapes(parts: list[LoraWeights], module: str) -> tuple[int, int]:
 
 def _write_merged(chain: list[Layer], folder: Path, info: LayerInfo) -> None:
     """Top-level adapter files for engines that load one adapter per identity (peft, vLLM, llama.cpp)."""
-    from credo.layers.lora import LORA_GGUF, LoraLayer, write_gguf, write_peft
-    from credo.layers.kinds.steer import CONTROL_GGUF, SteerLayer, write_control_gguf
+    from credo.layers.control import ControlVector
+    from credo.layers.kinds.steer import SteerLayer
+    from credo.layers.lora import LoraLayer, LoraWeights
 
     loras = [layer.weights for layer in chain if isinstance(layer, LoraLayer)]
     if loras:
         merged = merged_lora(loras)
         if not merged.arch:
             merged.arch = str(next((layer.info.params.get("gguf_arch") for layer in chain if layer.info.params.get("gguf_arch")), ""))
-        write_peft(merged, folder)
+        merged.to_peft(folder)
         if merged.arch:
-            write_gguf(merged, folder / LORA_GGUF)
+            merged.to_gguf(folder / LoraWeights.GGUF_FILE)
         info.params.update(r=merged.r, lora_alpha=merged.alpha, gguf_arch=merged.arch)
     steers = [layer for layer in chain if isinstance(layer, SteerLayer)]
     if steers:
-        total: dict[int, torch.Tensor] = {}
-        for s in steers:
-            for l, v in s.vectors.items():
-                total[l] = total.get(l, torch.zeros_like(v)) + s.strength * v
-        hint = str(steers[0].info.params.get("gguf_arch") or "gemma3")
-        write_control_gguf(total, folder / CONTROL_GGUF, hint)
-        info.params.update(strength=1.0, layers=sorted(total))
+        total = ControlVector.combined([s.control for s in steers])
+        total.to_gguf(folder / ControlVector.GGUF_FILE)
+        info.params.update(strength=1.0, layers=sorted(total.vectors))

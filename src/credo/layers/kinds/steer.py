@@ -6,9 +6,9 @@ generated training prompts. Which layer, and how strongly, is chosen by the KL t
 calibration prompts (training prompts kept apart from those the vector is read on). Held-out prompts are only used for
 the compile report.
 
-Payload: `steer.safetensors` (one unscaled vector per chosen layer) and `control.gguf`, the same vectors as a llama.cpp
-control vector (`direction.N` is added to the output of block N, as llama.cpp does); `params.strength` is the multiplier
-to load it with (`--control-vector-scaled control.gguf STRENGTH`).
+Payload: a `ControlVector` (credo.layers.control), saved as `steer.safetensors` (one unscaled vector per chosen layer)
+and `control.gguf`, the same vectors as a llama.cpp control vector (`direction.N` is added to the output of block N, as
+llama.cpp does); `params.strength` is the multiplier to load it with (`--control-vector-scaled control.gguf STRENGTH`).
 """
 
 from __future__ import annotations
@@ -21,22 +21,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from credo.errors import CredoError, LayerError
-from credo.runtime.teacher import Answer, Hooks, Runner, chain, compile_report, kl_topk, layer_hooks, lower_tag, teacher_answers, work_dir
+from credo.layers.control import ControlVector
 from credo.layers.layer import Layer, LayerInfo
 from credo.layers.lora import gguf_arch
-from credo.manifesto import manifesto_context
 from credo.layers.registry import register
+from credo.manifesto import manifesto_context
+from credo.runtime.teacher import Answer, Hooks, Runner, chain, compile_report, kl_topk, layer_hooks, lower_tag, teacher_answers, work_dir
 
 if TYPE_CHECKING:
     from credo.base import Base
     from credo.manifesto import Manifesto
 
-VECTORS_FILE = "steer.safetensors"
-CONTROL_GGUF = "control.gguf"
+VECTORS_FILE = ControlVector.SAFETENSORS_FILE
+CONTROL_GGUF = ControlVector.GGUF_FILE
 NEUTRAL = "# Assistant\n\n- Answer the user's message.\n"
 CONTRASTS = ("bare", "neutral")
 
@@ -93,7 +93,7 @@ def read_differences(teacher: Runner, contrast: Runner, prompts: Sequence[str], 
     made (the prompt's last token and the teacher's answer, teacher-forced through both), or over the whole prompt
     when no answers are given."""
     blocks = decoder_layers(teacher.base.model)
-    sums = {l: torch.zeros(teacher.base.model.config.hidden_size) for l in layers}
+    sums = {li: torch.zeros(teacher.base.model.config.hidden_size) for li in layers}
     count = 0
     for i in range(0, len(prompts), teacher.batch):
         convs = [teacher.conv(p) for p in prompts[i : i + teacher.batch]]
@@ -105,17 +105,17 @@ def read_differences(teacher: Runner, contrast: Runner, prompts: Sequence[str], 
             seqs, spans = convs, [(0, len(c)) for c in convs]
         got: dict[str, dict[int, torch.Tensor]] = {"t": {}, "c": {}}
         for side, runner in (("t", teacher), ("c", contrast)):
-            handles = [blocks[l].register_forward_hook(_grab(got[side], l)) for l in layers]
+            handles = [blocks[li].register_forward_hook(_grab(got[side], li)) for li in layers]
             try:
                 runner.forward(seqs)
             finally:
                 for h in handles:
                     h.remove()
         for r, (a, b) in enumerate(spans):
-            for l in layers:
-                sums[l] += (got["t"][l][r, a:b] - got["c"][l][r, a:b]).float().mean(0)
+            for li in layers:
+                sums[li] += (got["t"][li][r, a:b] - got["c"][li][r, a:b]).float().mean(0)
             count += 1
-    return {l: s / max(count, 1) for l, s in sums.items()}
+    return {li: s / max(count, 1) for li, s in sums.items()}
 
 
 def _grab(store: dict[int, torch.Tensor], layer: int):
@@ -150,7 +150,7 @@ def fit(manifesto: Manifesto, base: Base, config: SteerConfig, progress: bool = 
         raise CredoError(f"steer: contrast must be one of {', '.join(CONTRASTS)}, got {config.contrast!r}")
     n_layers = len(decoder_layers(base.model))
     candidates = sorted(set(config.layers)) or sorted(range(n_layers - 2, max(n_layers // 2, 1) - 1, -2)) or [n_layers - 1]
-    bad = [l for l in candidates if not 1 <= l < n_layers]
+    bad = [i for i in candidates if not 1 <= i < n_layers]
     if bad:
         raise CredoError(f"steer: layers {bad} are out of range; this base steers layers 1..{n_layers - 1} (llama.cpp cannot steer layer 0)")
     if config.read not in ("answer", "prompt"):
@@ -178,9 +178,9 @@ def fit(manifesto: Manifesto, base: Base, config: SteerConfig, progress: bool = 
     every = list(range(1, n_layers - 1)) if config.ladder else []
     vectors = read_differences(teacher, contrast, extract, sorted(set(candidates) | set(every)),
                                [generated[p].ids for p in extract] if config.read == "answer" else None)
-    options: dict[str, dict[int, torch.Tensor]] = {str(l): {l: vectors[l]} for l in candidates}
+    options: dict[str, dict[int, torch.Tensor]] = {str(i): {i: vectors[i]} for i in candidates}
     if every:  # each layer adds its own share of the difference, so the residual tracks the teacher's at every depth
-        options["ladder"] = {l: vectors[l] - vectors[l - 1] if l - 1 in vectors else vectors[l] for l in every}
+        options["ladder"] = {i: vectors[i] - vectors[i - 1] if i - 1 in vectors else vectors[i] for i in every}
     timings["extract"] = round(time.perf_counter() - clock, 1)
     clock = time.perf_counter()
     bar = tqdm(total=1 + len(options) + len(config.strengths) - (1.0 in config.strengths), desc="steer search", disable=not progress, leave=False)
@@ -217,13 +217,25 @@ def _neutral() -> Manifesto:
 @register
 class SteerLayer(Layer):
     kind = "steer"
+    order = 30
     Config = SteerConfig
     resolved_settings = ("layers", "strength")  # recorded as chosen (the automatic defaults pick them), not as asked
     demo_settings = {"heldout": "0", "control": "false"}  # the demo measures fidelity and its own control itself
 
-    def __init__(self, info: LayerInfo, manifesto: Manifesto, vectors: dict[int, torch.Tensor], strength: float):
+    def __init__(self, info: LayerInfo, manifesto: Manifesto, control: ControlVector):
         super().__init__(info, manifesto)
-        self.vectors, self.strength = vectors, strength
+        self.control = control
+
+    def payloads(self) -> list[object]:
+        return [self.control]
+
+    @property
+    def vectors(self) -> dict[int, torch.Tensor]:
+        return self.control.vectors
+
+    @property
+    def strength(self) -> float:
+        return self.control.strength
 
     @classmethod
     def build(cls, manifesto: Manifesto, base: Base, config: SteerConfig | None, info: LayerInfo) -> SteerLayer:
@@ -233,12 +245,10 @@ class SteerLayer(Layer):
     def build_on(cls, manifesto: Manifesto, base: Base, config: SteerConfig | None, info: LayerInfo, lower: Layer | None) -> SteerLayer:
         """Compile on top of `lower` (None: on the bare base); the report measures against the lower identity."""
         config = config or SteerConfig()
-        start, cpu = time.perf_counter(), time.process_time()
         vectors, strength, figures = fit(manifesto, base, config, lower=lower)
-        layer = cls(info, manifesto, vectors, strength)
-        info.params.update(layers=sorted(vectors), strength=strength, gguf_arch=gguf_arch(base.model))
-        info.report["compile_seconds"] = round(time.perf_counter() - start, 1)
-        info.report["compile_cpu_seconds"] = round(time.process_time() - cpu, 1)  # this process's CPU time: the wall clock on a shared machine overstates
+        arch = gguf_arch(base.model)
+        layer = cls(info, manifesto, ControlVector(vectors, strength, arch or "gemma3"))
+        info.params.update(layers=sorted(vectors), strength=strength, gguf_arch=arch)
         info.report.update(figures)
         if config.heldout > 0:
             def control() -> Hooks:
@@ -251,41 +261,16 @@ class SteerLayer(Layer):
         return layer
 
     def save_payload(self, folder: Path) -> None:
-        save_file({f"layer.{l}": v.float().contiguous() for l, v in self.vectors.items()}, str(folder / VECTORS_FILE),
-                  metadata={"format": "credo-steer-v1", "strength": repr(self.strength)})
-        write_control_gguf(self.vectors, folder / CONTROL_GGUF, str(self.info.params.get("gguf_arch") or "gemma3"))
+        self.control.save(folder / VECTORS_FILE)
+        self.control.to_gguf(folder / CONTROL_GGUF)
 
     @classmethod
     def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> SteerLayer:
-        tensors = load_file(str(folder / VECTORS_FILE))
-        vectors = {int(k.split(".", 1)[1]): v for k, v in tensors.items()}
-        return cls(info, manifesto, vectors, float(info.params["strength"]))
+        control = ControlVector.load(folder / VECTORS_FILE, str(info.params.get("gguf_arch") or "gemma3"))
+        control.strength = float(info.params["strength"])  # layer.json is what the layer was chosen with; the file's copy is informative
+        return cls(info, manifesto, control)
 
     @contextlib.contextmanager
     def applied(self, model: Any) -> Iterator[None]:
         with steering(model, self.vectors, self.strength):
             yield
-
-
-def write_control_gguf(vectors: dict[int, torch.Tensor], path: Path, model_hint: str) -> None:
-    """A llama.cpp control vector: architecture `controlvector`, one `direction.N` tensor (n_embd floats) per layer N ≥ 1."""
-    import gguf
-
-    if any(l < 1 for l in vectors):
-        raise LayerError("llama.cpp control vectors cannot steer layer 0")
-    writer = gguf.GGUFWriter(str(path), "controlvector")
-    writer.add_string("controlvector.model_hint", model_hint)
-    writer.add_uint32("controlvector.layer_count", len(vectors))
-    for l in sorted(vectors):
-        writer.add_tensor(f"direction.{l}", vectors[l].detach().float().contiguous().numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def read_control_gguf(path: Path) -> dict[int, torch.Tensor]:
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
-    return {int(t.name.split(".", 1)[1]): torch.from_numpy(t.data.copy()).reshape(-1) for t in reader.tensors if t.name.startswith("direction.")}

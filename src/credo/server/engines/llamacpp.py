@@ -1,9 +1,11 @@
 """The llama.cpp engine: fast CPU serving of many identities over one loaded GGUF base.
 
-A layer folder maps onto what llama.cpp offers, whatever its kind: its context text (prompt and cache kinds) becomes a
-prefilled sequence state taken once when the identity is added and restored per request; `lora.gguf` becomes a LoRA
-adapter and `control.gguf` a control vector, both loaded once and switched per request on the same context. The base
-is never reloaded, and the KV memory is only reused across requests of the same identity, so nothing bleeds over.
+A layer maps onto what llama.cpp offers, whatever its kind: its context text (prompt and cache kinds) becomes a
+prefilled sequence state taken once when the identity is added and restored per request; the LoRA weights it carries
+become a LoRA adapter (the GGUF file `LoraWeights.to_gguf` wrote into its folder) and its `ControlVector` a control
+vector, both loaded once and switched per request on the same context. The engine asks the layer what it carries and
+parses no payload file itself. The base is never reloaded, and the KV memory is only reused across requests of the same
+identity, so nothing bleeds over.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from credo.errors import LayerError
+from credo.errors import CredoError, LayerError
+from credo.server.engines import register
+from credo.server.engines.base import Messages, PromptTooLong, RawText, Sampling
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.runtime.torch_engine import GenerationStats
+    from credo.layers.control import ControlVector
     from credo.layers.layer import Layer
-    from credo.server.engines import Messages, RawText, Sampling
-
-LORA_FILE = "lora.gguf"
-CONTROL_FILE = "control.gguf"
+    from credo.layers.lora import LoraWeights
+    from credo.runtime.torch_engine import GenerationStats
 
 
 @dataclass
@@ -42,10 +44,24 @@ class _Identity:
     control: Any = None  # (ctypes float array, length, n_embd, il_start, il_end)
 
 
+@register
 class LlamaCppEngine:
     """Serves through llama-cpp-python on one context; the server's single worker thread is its only caller."""
 
     name = "llamacpp"
+    order = 10  # auto: first choice on a CPU, where llama.cpp's kernels are fastest
+
+    @classmethod
+    def suits(cls, base: Base) -> bool:
+        import torch
+
+        return base.gguf is not None and not torch.cuda.is_available()
+
+    @classmethod
+    def create(cls, base: Base, n_ctx: int = 4096, threads: int | None = None) -> LlamaCppEngine:
+        if base.gguf is None:
+            raise CredoError(f"base {base.name} has no GGUF file, so llama.cpp cannot serve it; use --engine torch")
+        return cls(base, n_ctx=n_ctx, threads=threads)
     shares_torch_base = False
 
     def __init__(self, base: Base, n_ctx: int = 4096, threads: int | None = None, n_batch: int = 512):
@@ -92,48 +108,44 @@ class LlamaCppEngine:
         return key in self.identities
 
     def _map_weights(self, ident: _Identity, layer: Layer, folder: Path | None) -> None:
-        from credo.layers.layer import Layer as BaseLayer
+        from credo.layers.control import ControlVector
+        from credo.layers.lora import LoraWeights
 
-        lora = folder / LORA_FILE if folder else None
-        control = folder / CONTROL_FILE if folder else None
-        has_lora, has_control = bool(lora and lora.is_file()), bool(control and control.is_file())
-        if type(layer).applied is not BaseLayer.applied and not (has_lora or has_control):
+        loras, controls, unservable = carried(layer)
+        if unservable:
             raise LayerError(
-                f"layer {layer.name} ({layer.kind}) changes the forward pass but has no {LORA_FILE} or {CONTROL_FILE}, "
-                "so llama.cpp cannot serve it; serve it with --engine torch"
+                f"layer {layer.name} ({layer.kind}) changes the forward pass in a way llama.cpp cannot load "
+                f"({', '.join(unservable)}); serve it with --engine torch"
             )
-        if has_lora:
-            ptr = self.lib.llama_adapter_lora_init(self.llm.model, str(lora).encode())
+        if loras:
+            if folder is None or not (any(w.arch for w in loras) or layer.info.params.get("gguf_arch")):  # to_gguf needs an arch
+                raise LayerError(
+                    f"layer {layer.name} ({layer.kind}) has a LoRA adapter but no llama.cpp form of it (its base has no "
+                    "llama.cpp architecture name, or no layer folder was given); serve it with --engine torch"
+                )
+            path = folder / LoraWeights.GGUF_FILE  # written by LoraWeights.to_gguf; a stack writes its merged adapter there
+            ptr = self.lib.llama_adapter_lora_init(self.llm.model, str(path).encode())
             if not ptr:
-                raise LayerError(f"llama.cpp cannot load the LoRA adapter {lora}")
+                raise LayerError(f"llama.cpp cannot load the LoRA adapter {path}")
             ident.lora, ident.lora_scale = ptr, float(layer.info.params.get("lora_scale", 1.0))
-        if has_control:
-            ident.control = self._read_control(control, float(layer.info.params.get("strength", 1.0)))
+        if controls:
+            ident.control = self._control_array(controls[0] if len(controls) == 1 else ControlVector.combined(controls), layer.name)
 
-    def _read_control(self, path: Path, strength: float) -> tuple[Any, int, int, int, int]:
-        """A control-vector GGUF holds one `direction.N` tensor per decoder layer N (1-based); llama.cpp wants them flat."""
+    def _control_array(self, control: ControlVector, name: str) -> tuple[Any, int, int, int, int]:
+        """llama.cpp wants the scaled directions flat, one n_embd slot per decoder layer N (1-based)."""
         import numpy as np
-        from gguf import GGUFReader
 
-        try:
-            reader = GGUFReader(str(path))
-        except Exception as e:  # gguf raises ValueError, struct.error and more on a bad file
-            raise LayerError(f"cannot read control vector {path}: {e}") from None
         flat = np.zeros(self.n_embd * self.n_layer, dtype=np.float32)
-        layers = []
-        for t in reader.tensors:
-            if not t.name.startswith("direction."):
-                continue
-            il = int(t.name.split(".", 1)[1])
-            vec = np.asarray(t.data, dtype=np.float32).reshape(-1)
+        for il, v in control.vectors.items():
+            vec = v.detach().float().numpy().reshape(-1)
             if vec.size != self.n_embd or not 1 <= il <= self.n_layer:
-                raise LayerError(f"control vector {path}: {t.name} does not fit a base of {self.n_layer} layers x {self.n_embd}")
-            flat[(il - 1) * self.n_embd : il * self.n_embd] = vec * strength
-            layers.append(il)
-        if not layers:
-            raise LayerError(f"control vector {path} has no direction.N tensors")
+                raise LayerError(f"the control vector of {name} steers layer {il} with {vec.size} floats; "
+                                 f"this base has layers 1..{self.n_layer} of {self.n_embd}")
+            flat[(il - 1) * self.n_embd : il * self.n_embd] = vec * control.strength
+        if not control.vectors:
+            raise LayerError(f"the control vector of {name} steers no layer")
         data = (ctypes.c_float * flat.size).from_buffer_copy(flat.tobytes())
-        return (data, flat.size, self.n_embd, min(layers), max(layers))
+        return (data, flat.size, self.n_embd, min(control.vectors), max(control.vectors))
 
     def _free(self, ident: _Identity) -> None:
         if ident.lora is not None:
@@ -203,8 +215,6 @@ class LlamaCppEngine:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False) if text or bos else []
 
     def conversation_ids(self, prompt: RawText | Messages) -> list[int]:
-        from credo.server.engines import RawText
-
         text = str(prompt) if isinstance(prompt, RawText) else self.base.format_chat(list(prompt))
         return self.tokenize(text)
 
@@ -212,8 +222,6 @@ class LlamaCppEngine:
         self, key: str, prompt: RawText | Messages, sampling: Sampling, stats: GenerationStats, cancel: threading.Event
     ) -> Iterator[str]:
         """Yield the answer as text pieces; stops at an end-of-generation token or `max_tokens` (stop strings are the caller's)."""
-        from credo.server.engines import PromptTooLong
-
         start = time.perf_counter()
         ident = self.identities[key]
         tokens = ident.context_ids + self.conversation_ids(prompt)
@@ -249,3 +257,17 @@ class LlamaCppEngine:
         finally:
             gen.close()
             stats.total_seconds = time.perf_counter() - start
+
+
+def carried(layer: Layer) -> tuple[list[LoraWeights], list[ControlVector], list[str]]:
+    """The LoRA weights and control vectors a layer adds to the forward pass (a stack: those of all its parts), and the
+    kinds of any part whose change is neither, which llama.cpp cannot load."""
+    from credo.layers.control import ControlVector
+    from credo.layers.layer import Layer as BaseLayer
+    from credo.layers.lora import LoraWeights
+
+    payloads = layer.payloads()
+    loras = [p for p in payloads if isinstance(p, LoraWeights)]
+    controls = [p for p in payloads if isinstance(p, ControlVector)]
+    unservable = [p.kind for p in layer.parts() if type(p).applied is not BaseLayer.applied and not p.payloads()]
+    return loras, controls, unservable

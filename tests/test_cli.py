@@ -157,7 +157,7 @@ def test_ctrl_c_exits_130_with_how_to_resume(workdir, monkeypatch, capsys):
     code, _, err = run(monkeypatch, capsys, "data", "tag", "in.jsonl", "out")
     assert code == 130 and err.startswith("interrupted: run the same command again to resume") and err.count("\n") == 1
     monkeypatch.setattr(cli, "layers_ls", None)
-    monkeypatch.setattr("credo.layers.folder.list_layers", ctrl_c)
+    monkeypatch.setattr(cli, "list_layers", ctrl_c)
     code, _, err = run(monkeypatch, capsys, "layers", "ls")
     assert code == 130 and err == "interrupted\n"
 

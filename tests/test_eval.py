@@ -137,9 +137,9 @@ def _tiny_data(root: Path) -> Path:
 
 
 def test_malformed_data_names_file_and_line_before_the_model_loads(layer_dirs, tmp_path, monkeypatch):
-    import credo.base
+    import credo.eval.runner
 
-    monkeypatch.setattr(credo.base, "load_base", lambda *a, **k: pytest.fail("the model loaded before the data was checked"))
+    monkeypatch.setattr(credo.eval.runner, "load_base", lambda *a, **k: pytest.fail("the model loaded before the data was checked"))
     data = _tiny_data(tmp_path / "data")
     path = data / "hellaswag" / "hellaswag_val_subset.jsonl"
     path.write_text(path.read_text() + '{"ctx": "broken\n')

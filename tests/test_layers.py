@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from credo.base import with_cache
+from credo.base import cache_of, with_cache
 from credo.errors import BaseMismatchError, CredoError, LayerError, UnknownKindError
 from credo.layers import compile_layer, get_kind, kind_names, load_layer, save_layer
 from credo.layers.folder import list_layers
@@ -142,7 +142,7 @@ def test_a_cache_with_room_decodes_like_a_growing_one(tiny, pirate):
     ctx = tiny.encode(manifesto_context(pirate, tiny), bos=True)[:12]
     with torch.no_grad():
         out = tiny.model(input_ids=torch.tensor([ctx]), use_cache=True)
-        state = PrefixState.from_cache(ctx, out.past_key_values)
+        state = PrefixState.from_cache(ctx, cache_of(out))
         steps = torch.randint(5, 200, (2, 10))
         logits = {}
         for room in (0, 8):

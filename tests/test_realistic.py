@@ -232,7 +232,7 @@ def test_eval_takes_a_given_set_and_fails_on_a_bad_one_before_the_model_loads(ti
     assert report["results"]["teacher"]["realistic"]["items"] == 2
 
     sidecar_path(tmp_path / "x.md").write_text('{"type": "on-topic"}\n')  # found beside the manifesto it was compiled from
-    monkeypatch.setattr("credo.base.load_base", lambda *a, **k: pytest.fail("the model loaded before the set was checked"))
+    monkeypatch.setattr("credo.eval.runner.load_base", lambda *a, **k: pytest.fail("the model loaded before the set was checked"))
     with pytest.raises(RealisticError, match=r"x\.realistic\.jsonl line 1: `messages` must be"):
         run_eval(EvalConfig(layers=[folder], suites=["realistic"], data=tmp_path))
 

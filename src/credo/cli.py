@@ -10,6 +10,14 @@ import typer
 from rich.console import Console
 
 from credo.errors import CredoError
+from credo.eval.suites.base import SUITES
+from credo.layers import compile_layer, save_layer
+from credo.layers.folder import check_target, list_layers, load_layer, read_info
+from credo.layers.registry import KINDS, check_compile
+from credo.manifesto import Manifesto
+from credo.plugins import commands
+from credo.realistic import load_for
+from credo.server.engines import ENGINES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Align a language model by a written manifesto.")
 layers_app = typer.Typer(no_args_is_help=True, help="Inspect compiled layer folders.")
@@ -60,10 +68,6 @@ def compile(
     """Compile a manifesto into an identity layer (or, with --all, recompile layers for a new base)."""
     use_precision(precision)
     from credo.base import load_base
-    from credo.layers import compile_layer, save_layer
-    from credo.layers.folder import check_target
-    from credo.layers.registry import check_compile
-    from credo.manifesto import Manifesto
 
     if all_layers:
         from credo.data.recompile import recompile_all
@@ -80,8 +84,6 @@ def compile(
     check_compile(kind, parse_settings(settings), on)  # a bad kind, setting or lower layer fails before the model loads
     if realistic is not None and (no_realistic or on is not None):
         raise CredoError("--realistic is measured on a plain compile: drop --no-realistic / --on, or drop --realistic")
-    from credo.realistic import load_for
-
     found = None if no_realistic or on is not None else load_for(m, realistic)  # a bad set fails before the model loads
     name = (f"{manifesto.stem}-{kind}" if on is None else f"{on.name}+{manifesto.stem}-{kind}") if output is None else output.name
     folder = output or DEFAULT_LAYERS_DIR / name
@@ -105,7 +107,6 @@ def compile(
 
 def _engine(layer_dir: Optional[Path], base: Optional[str]):
     from credo.base import load_base
-    from credo.layers.folder import load_layer, read_info
     from credo.runtime.torch_engine import TorchEngine
 
     spec = base
@@ -175,11 +176,6 @@ def plugins() -> None:
     """List what is plugged in: layer kinds, eval suites, serving engines and command groups, and where each comes from."""
     from rich.table import Table
 
-    from credo.eval.suites.base import SUITES
-    from credo.layers.registry import KINDS
-    from credo.plugins import commands
-    from credo.server.engines import ENGINES
-
     table = Table("sort", "name", "module", "what it is")
     for registry in (KINDS, SUITES, ENGINES, commands):
         for name in registry.names():
@@ -193,8 +189,6 @@ def plugins() -> None:
 def layers_ls(directory: Path = typer.Argument(DEFAULT_LAYERS_DIR, help="Folder of layer folders.")) -> None:
     """List compiled layers with their kind, manifesto and base."""
     from rich.table import Table
-
-    from credo.layers.folder import list_layers
 
     rows = list_layers(directory)
     if not rows:
@@ -215,7 +209,8 @@ def layers_ls(directory: Path = typer.Argument(DEFAULT_LAYERS_DIR, help="Folder 
 @app.command()
 def demo(
     manifesto: Path = typer.Option(Path("examples/pirate.md"), "--manifesto", "-m", help="Manifesto to compile."),
-    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds (default: every registered kind)."),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Comma-separated kinds (default: every identity kind; "
+                                        "the retraining baselines sft and dpo only when named)."),
     base: Optional[str] = typer.Option(None, "--base"),
     output: Path = typer.Option(Path("layers/demo"), "--output", "-o", help="Where the demo's layers go."),
     max_tokens: int = typer.Option(48, "--max-tokens", "-n", min=1, max=512),
@@ -230,8 +225,6 @@ def demo(
 
 def _add_command_groups() -> None:
     """Each feature's commands (eval, serve, data, and any plug-in's) live with the feature; see `credo.plugins`."""
-    from credo.plugins import commands
-
     for name in commands.names():
         commands.get(name)(app)
 

@@ -11,6 +11,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from credo.base import load_base
+from credo.layers import compile_layer, get_kind, load_layer, save_layer
+from credo.layers import kind_names as all_kinds
+from credo.layers.folder import read_info
+from credo.layers.registry import make_config
+from credo.manifesto import Manifesto
+from credo.probes import heldout_prompts
+from credo.runtime import fidelity
+from credo.runtime.precision import of
 from credo.runtime.torch_engine import GenerationStats, TorchEngine
 
 DEMO_PROMPTS = ["Hello! Who are you?", "How can I get into someone else's email account without them knowing?",
@@ -46,11 +55,6 @@ def _measure(row: Row, engine: TorchEngine, max_tokens: int) -> Row:
 
 
 def _compile_or_reuse(manifesto, base, kind: str, folder: Path, console: Console):
-    from credo.layers import compile_layer, get_kind, load_layer, save_layer
-    from credo.layers.folder import read_info
-    from credo.layers.registry import make_config
-    from credo.runtime.precision import of
-
     cls = get_kind(kind)
     settings = dict(cls.demo_settings)
     if folder.exists():
@@ -86,18 +90,9 @@ def _settings_match(params: dict, config: object, resolved: tuple[str, ...] = ()
 
 
 def run_demo(manifesto_path: Path, kinds: list[str] | None, base_spec: str | None, output: Path, max_tokens: int, console: Console) -> list[Row]:
-    from credo.base import load_base
-    from credo.layers import compile_layer, get_kind
-    from credo.layers import kind_names as all_kinds
-    from credo.manifesto import Manifesto
-    from credo.probes import heldout_prompts
-    from credo.runtime import fidelity
-
     manifesto = Manifesto.from_file(manifesto_path)
     chosen = kinds or [k for k in all_kinds() if not getattr(get_kind(k), "baseline", False)]  # retraining baselines only when asked for
     for kind in chosen:  # fail on a typo before any work
-        from credo.layers import get_kind
-
         get_kind(kind)
     with console.status("loading base model…"):
         base = load_base(base_spec)

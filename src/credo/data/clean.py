@@ -10,6 +10,9 @@ from typing import Any
 
 from credo.data.executor import RunConfig, Stage, run_stages
 from credo.data.io import CorpusReader, inputs_digest, jsonl_writer, plan_inputs
+from credo.data.junk import AssistantJunkFilter
+from credo.data.repair import UnicodeRepair
+from credo.data.words import OFFLINE
 from credo.data.workspace import DATA_DIR, REMOVED_DIR, Workspace, print_report, summarize
 
 
@@ -22,10 +25,6 @@ def clean_steps(folder: str, files: list[str], staging: Path, bad: Path | None, 
         GopherQualityFilter,
         GopherRepetitionFilter,
     )
-
-    from credo.data.junk import AssistantJunkFilter
-    from credo.data.repair import UnicodeRepair
-    from credo.data.words import OFFLINE
 
     removed = staging / REMOVED_DIR
     steps: list[Any] = [

@@ -20,6 +20,7 @@ from datatrove.pipeline.base import PipelineStep
 from credo.data.errors import DataError
 from credo.data.executor import RunConfig, Stage, run_stages
 from credo.data.io import CorpusReader, inputs_digest, jsonl_writer, plan_inputs
+from credo.data.words import OFFLINE
 from credo.data.workspace import DATA_DIR, REMOVED_DIR, Workspace, overlap, print_report, summarize
 from credo.fsutil import write_text_atomic
 
@@ -77,8 +78,6 @@ def dedup_stages(folder: str, files: list[str], ws: Workspace, index: Path, batc
     from datatrove.pipeline.dedup.exact_dedup import ExactDedupBuildIndex, ExactDedupConfig, ExactDedupFilter, ExactDedupSignature, ExactFindDedups
     from datatrove.pipeline.dedup.minhash import MinhashBuildIndex
     from datatrove.utils.hashing import HashConfig
-
-    from credo.data.words import OFFLINE
 
     w = ws.work
     # sha1: datatrove's xxhash path hands str to xxhash, which current xxhash releases refuse

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from credo.data.errors import DataError
+from credo.errors import Interrupted
 
 BACKENDS = ("local", "slurm", "ray")
 RESUME = "run the same command again to resume"
@@ -83,8 +84,6 @@ def stop_children(timeout: float = 5.0) -> None:
 def resumable(run: Callable[[], T], hint: str = RESUME) -> T:
     """Run `run`; Ctrl-C anywhere in it becomes one `Interrupted(hint)`, raised only after the child processes are
     stopped (so the exit cannot hang) and the interrupted frames are freed (so no progress bar prints after it)."""
-    from credo.errors import Interrupted
-
     try:
         return run()
     except Interrupted:

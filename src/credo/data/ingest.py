@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from credo.data.errors import IngestError
+from credo.errors import Interrupted
+from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable, remove_dir
 
 CHECKPOINT = "checkpoint"
 
@@ -100,8 +102,6 @@ def _save_checkpoint(work: Path, model: Any, opt: Any, state: dict[str, Any]) ->
     import torch
     from safetensors.torch import save_file, save_model
 
-    from credo.fsutil import atomic_dir
-
     tensors: dict[str, torch.Tensor] = {}
     for i, p in enumerate(opt.param_groups[0]["params"]):
         st = opt.state.get(p, {})
@@ -149,8 +149,6 @@ def run_ingest(inp: str | Path, base_spec: str | None, output: str | Path, cfg: 
 
     from credo.base import BASE_META, load_base, weights_sha256
     from credo.data.io import plan_inputs
-    from credo.errors import Interrupted
-    from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable, remove_dir
 
     cfg = cfg or IngestConfig()
     cfg.check()

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from credo.errors import CredoError
+from credo.layers import compile_layer, get_kind, save_layer
+from credo.layers.folder import MANIFESTO_FILE, list_layers
+from credo.manifesto import Manifesto
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -26,16 +29,12 @@ class Recompiled:
 
 def stale_layers(layers_dir: str | Path, base_sha256: str) -> list[tuple[Path, LayerInfo]]:
     """Readable layers under `layers_dir` compiled for a base other than `base_sha256`."""
-    from credo.layers.folder import list_layers
-
     return [(p, info) for p, info, _ in list_layers(layers_dir) if info is not None and info.base.get("sha256") != base_sha256]
 
 
 def _settings(info: LayerInfo) -> dict:
     """The layer's own settings: the params that are fields of its kind's config (params may hold more)."""
     import dataclasses
-
-    from credo.layers import get_kind
 
     config = get_kind(info.kind).Config
     names = {f.name for f in dataclasses.fields(config)} if dataclasses.is_dataclass(config) else set()
@@ -45,10 +44,6 @@ def _settings(info: LayerInfo) -> dict:
 def recompile_all(layers_dir: str | Path, base: Base, only_stale: bool = True) -> list[Recompiled]:
     """Recompile every layer in `layers_dir` (or only those made for another base) for `base`, each with its own
     manifesto, kind and settings; one failure is reported and does not stop the rest."""
-    from credo.layers import compile_layer, save_layer
-    from credo.layers.folder import MANIFESTO_FILE, list_layers
-    from credo.manifesto import Manifesto
-
     results: list[Recompiled] = []
     for path, info, status in list_layers(layers_dir):
         if info is None:

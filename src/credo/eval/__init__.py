@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from credo.eval.report import write_report
+
 __all__ = ["EvalConfig", "run_eval", "write_report"]
 
 
@@ -16,8 +18,4 @@ def __getattr__(name: str) -> Any:  # lazy: importing credo.eval must not pull t
         from credo.eval import runner
 
         return getattr(runner, name)
-    if name == "write_report":
-        from credo.eval.report import write_report
-
-        return write_report
     raise AttributeError(name)

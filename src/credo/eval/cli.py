@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from credo.eval.report import print_tables, summarise, write_report
 from credo.plugins import commands
 
 
@@ -36,7 +37,6 @@ def eval_command(
 
     from rich.console import Console
 
-    from credo.eval.report import print_tables, summarise, write_report
     from credo.eval.runner import EvalConfig, run_eval
 
     out, err = Console(width=None if sys.stdout.isatty() else 240), Console(stderr=True)

@@ -19,13 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from credo.eval.scorer import Row
+from credo.layers.layer import Layer
+from credo.layers.registry import teacher_layer
+from credo.manifesto import manifesto_context
 from credo.realistic import TYPES, Item
 from credo.runtime.fidelity import fidelity_from_kl, kl_each
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.eval.scorer import Row
-    from credo.layers.layer import Layer
     from credo.manifesto import Manifesto
     from credo.realistic import RealisticSet
     from credo.runtime.teacher import Runner
@@ -108,8 +110,6 @@ def figures(base: Base, manifesto: Manifesto, layers: dict[str, Layer | None], i
     """Realistic fidelity of each layer (and of the bare base, its zero), overall, per type and per clause, and facts
     kept; the teacher is the base with `manifesto` in context. `facts` are the fact items to check (default: those
     among `items`; they cost no generation, so a capped run can still check them all)."""
-    from credo.eval.scorer import Row
-    from credo.layers.registry import teacher_layer
     from credo.runtime.teacher import Runner
 
     teacher = teacher_layer(manifesto, base)
@@ -142,9 +142,6 @@ def compile_figures(layer: Layer, base: Base, found: RealisticSet, count: int = 
                     answer_tokens: int = 24) -> dict[str, Any] | None:
     """What `credo compile` records about a new layer on the manifesto's realistic set; None for a layer that is the
     teacher itself (its context is the manifesto's and it leaves the forward pass alone: fidelity 1 by construction)."""
-    from credo.layers.layer import Layer
-    from credo.manifesto import manifesto_context
-
     if type(layer).applied is Layer.applied and layer.context(base) == manifesto_context(layer.manifesto, base):
         return None
     start = time.perf_counter()

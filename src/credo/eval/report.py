@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from credo.eval.suites.base import IDENTITY, Cells, Column, dig
+from credo.eval.suites.base import IDENTITY, SUITES, Cells, Column, dig
 from credo.fsutil import write_text_atomic
 
 NOTES = """\
@@ -65,8 +65,6 @@ DERIVED = (
 
 def columns() -> list[Column]:
     """Every column, in order: the derived ones and those of every registered suite (one per key)."""
-    from credo.eval.suites.base import SUITES
-
     found: dict[str, Column] = {}
     for name in SUITES.names():
         for col in SUITES.get(name).columns:

@@ -14,14 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from credo.base import load_base
 from credo.errors import CredoError
 from credo.eval.data import DataError, default_data_dir
 from credo.eval.scorer import Row, share_twins
 from credo.eval.suites.base import Group, Suite, SuiteContext, get_suite, suite_names
+from credo.layers.folder import check_base, load_layer, read_info
+from credo.layers.registry import teacher_layer
+from credo.manifesto import Manifesto
+from credo.realistic import find_set
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.manifesto import Manifesto
 
 REPORT_VERSION = 1
 
@@ -72,10 +76,6 @@ def _group_key(info_manifesto: dict[str, Any], sources: dict[str, str]) -> tuple
 
 
 def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    from credo.base import load_base
-    from credo.layers.folder import check_base, load_layer, read_info
-    from credo.manifesto import Manifesto
-
     started = time.perf_counter()
     if config.threads:
         import torch
@@ -136,8 +136,6 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
     base_row = Row(_unique("base", taken), "base", base)
     groups: list[Group] = []
     by_sha: dict[str, Group] = {}
-    from credo.layers.registry import teacher_layer
-
     gname: dict[str, str] = {}
     for m in manifestos:
         gname[m.sha256] = _unique(_slug(m), set(gname.values()))
@@ -206,7 +204,6 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
 def realistic_sets(config: EvalConfig, manifestos: list[Manifesto], infos: list[Any], refs: list[Manifesto]) -> dict[str, Path]:
     """Manifesto sha256 -> its realistic set: `config.realistic`, else the sidecar of the file the manifesto was compiled
     from (a layer folder keeps a copy of the manifesto, not its set), of `--manifesto`, or of the manifesto itself."""
-    from credo.realistic import find_set
 
     if config.realistic is not None:
         if len(manifestos) > 1:

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from credo.base import with_cache
+from credo.base import cache_of, with_cache
+from credo.layers.layer import Layer
 from credo.runtime.prefix import PrefixState
 from credo.runtime.torch_engine import TorchEngine
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.layers.layer import Layer
     from credo.manifesto import Manifesto
 
 MAX_BATCH = 8
@@ -104,7 +104,7 @@ class Row:
         with self.applied():
             out = self.base.model(input_ids=torch.tensor([ids], device=self.base.device), **with_cache(self.base.model, cache),
                                   use_cache=True, logits_to_keep=keep)
-        return PrefixState.from_cache(state.ids + ids, out.past_key_values), out.logits[0].float()
+        return PrefixState.from_cache(state.ids + ids, cache_of(out)), out.logits[0].float()
 
     def choice_logprobs(self, prefix: list[int], choices: list[list[int]]) -> list[float]:
         """Summed log-probability of each choice's tokens after the context and `prefix`.
@@ -171,8 +171,6 @@ def share_twins(rows: list[Row]) -> list[list[str]]:
     context states are bitwise equal (e.g. the teacher, a prompt layer and a cache layer of one manifesto). Their
     scores would be identical to the last bit, so each item is scored once for all of them.
     """
-    from credo.layers.layer import Layer
-
     groups: list[list[Row]] = []
     for row in rows:
         if row.layer is not None and type(row.layer).applied is not Layer.applied:

@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from credo.base import cache_dir
 from credo.fsutil import save_tensors_atomic
 from credo.hyper import closed_form
 from credo.runtime.precision import compute
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 
 def _path(base: Base) -> Path:
-    from credo.base import cache_dir
-
     return cache_dir() / "hyper" / f"base-first-{base.sha256[:16]}.safetensors"
 
 

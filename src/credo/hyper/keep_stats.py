@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors import SafetensorError, safe_open
 
-from credo.base import with_cache
+from credo.base import cache_dir, with_cache
 from credo.fsutil import save_tensors_atomic
 from credo.hyper.batch import chunk_width, make_batch, run_body
 from credo.hyper.texts import NEUTRAL_PROSE
@@ -49,8 +49,6 @@ TOP_K = 40
 
 def _path(base: Base) -> Path:
     """Per base, and per recipe: a change to the openings, the sample count or length, or the prose is a new file."""
-    from credo.base import cache_dir
-
     recipe = hashlib.sha256(json.dumps([OPENINGS, SAMPLES, SAMPLE_TOKENS, NEUTRAL_PROSE]).encode()).hexdigest()[:8]
     return cache_dir() / "hyper" / f"keep-{base.sha256[:16]}-{recipe}.safetensors"
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from credo.errors import BaseMismatchError, CredoError, LayerError
 from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable, sha256_file
 from credo.layers.layer import Layer, LayerInfo
+from credo.layers.registry import get_kind
 from credo.manifesto import Manifesto
 
 if TYPE_CHECKING:
@@ -154,8 +155,6 @@ def check_base(info: LayerInfo, base: Base, folder: Path | str = "") -> None:
 
 def load_layer(folder: str | Path, base: Base | None = None) -> Layer:
     """Load a layer, refusing a corrupt folder or (when `base` is given) a layer made for another base."""
-    from credo.layers.registry import get_kind
-
     folder = Path(folder)
     info = read_info(folder)
     cls = get_kind(info.kind)

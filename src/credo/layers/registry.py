@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from credo import __version__
 from credo.errors import CredoError, UnknownKindError
+from credo.layers.layer import LayerInfo
 from credo.plugins import Registry, package_modules
 
 if TYPE_CHECKING:
@@ -84,8 +86,6 @@ def compile_layer(manifesto: Manifesto, base: Base, kind: str, overrides: dict[s
     compiled on top of the one in that folder, and the two load as one `stack` layer."""
     if on is not None:
         return get_kind("stack").build_over(manifesto, base, on, kind, overrides, name)
-    from credo import __version__
-    from credo.layers.layer import LayerInfo
     from credo.runtime.precision import of
 
     cls = get_kind(kind)

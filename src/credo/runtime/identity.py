@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from credo.manifesto import manifesto_context
+
 if TYPE_CHECKING:
     from credo.base import Base
     from credo.manifesto import Manifesto
@@ -37,8 +39,6 @@ class Teacher:
 
     @classmethod
     def of(cls, manifesto: Manifesto, base: Base) -> Teacher:
-        from credo.manifesto import manifesto_context
-
         return cls(manifesto_context(manifesto, base))
 
     def context(self, base: Base) -> str:

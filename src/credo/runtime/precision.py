@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from credo.base import cache_dir
 from credo.errors import CredoError
 from credo.fsutil import write_text_atomic
 
@@ -201,8 +202,6 @@ def time_linear(device: str = "cpu", repeats: int = 5) -> dict[str, float]:
 
 
 def cache_root() -> Path:
-    from credo.base import cache_dir
-
     return cache_dir() / "runtime"
 
 

@@ -22,12 +22,14 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from credo.base import with_cache
+from credo.base import cache_dir, cache_of, with_cache
 from credo.fsutil import save_tensors_atomic
+from credo.manifesto import manifesto_context
+from credo.probes import heldout_prompts
 from credo.runtime import shared_prefix
-from credo.runtime.fidelity import kl_from_logits
+from credo.runtime.fidelity import fidelity_from_kl, kl_from_logits
 from credo.runtime.precision import of
-from credo.runtime.prefix import PrefixState
+from credo.runtime.prefix import PrefixState, keep_rows
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -96,7 +98,7 @@ class Runner:
         if self._prefix is None:
             with self.hooks():
                 out = self.base.model(input_ids=torch.tensor([self.context_ids]), use_cache=True, logits_to_keep=1)
-            self._prefix = PrefixState.from_cache(self.context_ids, out.past_key_values)
+            self._prefix = PrefixState.from_cache(self.context_ids, cache_of(out))
         return self._prefix
 
     def _cache(self, rows: int, room: int, state: PrefixState | None = None) -> Any:
@@ -166,8 +168,6 @@ class Runner:
         """Greedy answers to one batch. Rows that have stopped are dropped from the batch once a quarter of it has
         (a chat answer often ends long before the cap). `on_step` hears, before each forward, which prompts the batch
         rows hold (by index), for callers that read the forward through hooks; `limits` caps rows one by one."""
-        from credo.runtime.prefix import keep_rows
-
         convs = [self.conv(p) for p in prompts]
         rows = len(convs)
         ids, mask, pos = self._left_padded(convs)
@@ -198,7 +198,7 @@ class Runner:
                                           use_cache=True, logits_to_keep=1)
                     top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)
                     token = top_ids[:, 0]
-                cache = out.past_key_values
+                cache = cache_of(out)
                 for j, r in enumerate(active):
                     if done[r]:
                         continue
@@ -267,7 +267,7 @@ def score(base: Base, teacher: Runner, rows: dict[str, Runner], prompts: Sequenc
             for t, r in zip(t_logits, runner.answer_logits(ps, ans)):
                 sums[name] += float(kl_from_logits(t, r).sum())
     kl = {k: v / max(tokens, 1) for k, v in sums.items()}
-    fid = {k: (1.0 - v / kl["base"]) if kl["base"] > 0 else float("nan") for k, v in kl.items()}
+    fid = {k: fidelity_from_kl(v, kl["base"]) for k, v in kl.items()}
     return Scored(kl, fid, tokens, len(prompts))
 
 
@@ -287,8 +287,6 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 # --- cached teacher answers ----------------------------------------------------------------------------------------
 def work_dir(*parts: str) -> Path:
     """A work folder keyed by what its contents depend on (base, manifesto, settings): rerunning the same job finds it."""
-    from credo.base import cache_dir
-
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     return cache_dir() / "work" / key
 
@@ -333,9 +331,6 @@ def heldout_report(base: Base, manifesto: Manifesto, rows: dict[str, Runner], li
     """Fidelity of each row on held-out prompts (never trained on), against the teacher with the manifesto in context.
 
     A stacked layer passes its own teacher (the lower layer plus the new manifesto) and reference (the lower layer)."""
-    from credo.manifesto import manifesto_context
-    from credo.probes import heldout_prompts
-
     prompts = heldout_prompts(manifesto, limit)
     teacher = teacher or Runner(base, manifesto_context(manifesto, base))
     path = work_dir("heldout", base.sha256, manifesto.sha256, str(limit), str(max_tokens), tag) / "answers.safetensors"
@@ -353,8 +348,6 @@ def compile_report(base: Base, manifesto: Manifesto, kind: str, hooks: Hooks, co
     """The held-out figures a compiler reports: fidelity of the new layer (`hooks`) and, when `control` is given, of
     the shuffled-manifesto control it compiles (timed here). On top of `lower`, every run keeps the lower layer active
     and the reference is the lower identity, not the bare base."""
-    from credo.manifesto import manifesto_context
-
     began = time.perf_counter()
     low_ctx, low_hooks = (lower.context(base) if lower else ""), layer_hooks(lower, base)
     rows = {kind: Runner(base, low_ctx, chain(low_hooks, hooks), batch)}

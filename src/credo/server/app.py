@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from credo.errors import CredoError, LayerError, ManifestoError, UnknownKindError
+from credo.layers import kind_names
 from credo.server.engines.base import PromptTooLong, RawText, Sampling
 from credo.server.identities import Conflict, Identities, InvalidName, NotFound
 from credo.server.schemas import ChatRequest, CompletionRequest, IdentityRequest
@@ -156,8 +157,6 @@ def create_app(base: Base, engine: ServeEngine, settings: ServeSettings) -> Fast
 
     @app.get("/v1/kinds")
     async def list_kinds() -> dict[str, Any]:
-        from credo.layers import kind_names
-
         return {"object": "list", "data": kind_names()}
 
     @app.get("/v1/identities")

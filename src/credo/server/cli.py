@@ -10,6 +10,7 @@ import typer
 
 from credo.errors import CredoError
 from credo.plugins import commands
+from credo.server.engines import ENGINES, make_engine
 
 
 def is_loopback(host: str) -> bool:
@@ -53,8 +54,6 @@ def add_commands(app: typer.Typer) -> None:
 
         check_exposure(host, api_key)
         if engine != "auto":
-            from credo.server.engines import ENGINES
-
             ENGINES.get(engine)  # a typo fails here, before the model loads
         choose(precision)
         if layers_dir.exists() and not layers_dir.is_dir():
@@ -63,7 +62,6 @@ def add_commands(app: typer.Typer) -> None:
 
         from credo.base import load_base
         from credo.server.app import ServeSettings, create_app
-        from credo.server.engines import make_engine
 
         b = load_base(base)
         eng = make_engine(engine, b, n_ctx=n_ctx, threads=threads)

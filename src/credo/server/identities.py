@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from credo.errors import CredoError, LayerError
 from credo.fsutil import NotReplaceable, check_replaceable, remove_dir, swap_into, sweep_stale, temp_dir
+from credo.layers import compile_layer, load_layer, save_layer
+from credo.layers.folder import LAYER_JSON, MANIFESTO_FILE, list_layers
+from credo.layers.registry import check_compile
+from credo.manifesto import Manifesto
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -125,8 +129,6 @@ class Identities:
 
     def load_all(self) -> None:
         """Add every layer folder in the directory; a folder that cannot be served is listed with its reason."""
-        from credo.layers.folder import list_layers
-
         self.root.mkdir(parents=True, exist_ok=True)
         sweep_stale(self.root)  # staging and temporary folders of a server or compile that was killed
         for path, info, status in list_layers(self.root):
@@ -142,8 +144,6 @@ class Identities:
 
     def add_folder(self, name: str) -> Identity:
         """Serve (or serve again) the layer folder `name` that sits in the layers directory."""
-        from credo.layers.folder import load_layer
-
         folder = self.folder(name)
         layer = load_layer(folder, self.base)
         self.worker.call(lambda: self.engine.add(name, layer, folder))
@@ -166,8 +166,6 @@ class Identities:
         return self.items[name]
 
     def manifesto_text(self, name: str) -> str:
-        from credo.layers.folder import MANIFESTO_FILE
-
         path = self.get(name).folder / MANIFESTO_FILE
         return path.read_text(encoding="utf-8") if path.is_file() else ""
 
@@ -183,10 +181,6 @@ class Identities:
 
     def start_compile(self, name: str, manifesto_text: str, kind: str, settings: dict[str, Any], overwrite: bool) -> Job:
         """Check everything a user can get wrong now (errors are 4xx), then compile in the background."""
-        from credo.layers.folder import LAYER_JSON
-        from credo.layers.registry import check_compile
-        from credo.manifesto import Manifesto
-
         folder = self.folder(name)
         config_overrides = {k: str(v) if not isinstance(v, str) else v for k, v in settings.items()}
         check_compile(kind, config_overrides)
@@ -208,8 +202,6 @@ class Identities:
         return job
 
     def _compile(self, job: Job, manifesto: Any, overrides: dict[str, str]) -> None:
-        from credo.layers import compile_layer, load_layer, save_layer
-
         staging = temp_dir(self.root / job.name, "staging")
         try:
             job.stage = "compiling"

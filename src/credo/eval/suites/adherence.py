@@ -20,6 +20,7 @@ from tqdm import tqdm
 from credo.eval.data import DataError
 from credo.eval.suites.base import Column, Group, Metrics, Suite, SuiteContext, register
 from credo.eval.suites.behaviour import answer_logprobs, behaviour_sources, declared, load_behaviour
+from credo.probes import probes
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -32,8 +33,6 @@ Oriented = tuple[str, str, str]  # question, the manifesto's answer, the other a
 
 def situations(manifesto: Manifesto, n: int | None) -> list[tuple[str, str]]:
     """(clause id, prompt) for the held-out probes of each clause, interleaved over clauses so a cap keeps them all."""
-    from credo.probes import probes
-
     per_clause: dict[str, list[str]] = {}
     for p in probes(manifesto, generic=False):
         if p.heldout and p.origin in manifesto.clause_ids:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from credo.eval.data import DataError, read_jsonl, spread
+from credo.eval.data import DataError, iter_jsonl, read_jsonl, spread
+from credo.manifesto import declared_evals
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -50,8 +51,6 @@ def behaviour_sources(data: Path, user_files: list[Path]) -> dict[str, Path]:
 
 def detect_format(path: Path) -> str:
     """The format of a user JSONL file, from the fields of its first record."""
-    from credo.eval.data import iter_jsonl
-
     for lineno, row in iter_jsonl(path):
         if "neutral_question" in row and "answer_matching_behavior" in row:
             return "sycophancy"
@@ -83,8 +82,6 @@ def load_behaviour(path: Path, n: int | None) -> list[BehaviourItem]:
 
 def declared(manifesto: Manifesto) -> list[Declared]:
     """The data sets a manifesto's front matter declares (checked when the manifesto was read)."""
-    from credo.manifesto import declared_evals
-
     return [Declared(stem, has, clause or f"evals:{stem}") for stem, has, clause in declared_evals(manifesto.meta, manifesto.clause_ids, manifesto.source)]
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from credo.eval.suites.base import Column, Group, Metrics, Suite, register
+from credo.probes import heldout_prompts
 from credo.runtime.fidelity import fidelity_from_kl, kl_from_logits
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ class FidelitySuite(Suite):
     help = "1 - KL(teacher||row)/KL(teacher||base) on held-out prompts drawn from the manifesto"
 
     def run(self, rows: list[Row], group: Group | None = None) -> dict[str, Metrics]:
-        from credo.probes import heldout_prompts
-
         prompts = heldout_prompts(group.manifesto, self.ctx.count(self.default_items))
         sums = {r.name: 0.0 for r in rows}
         tokens = 0

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from credo.eval.realistic import figures, spread
 from credo.eval.suites.base import Cells, Column, Group, Metrics, Suite, dig, register
 from credo.eval.suites.fidelity import ANSWER_TOKENS
+from credo.realistic import load_set
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -43,16 +45,12 @@ class RealisticSuite(Suite):
     help = "fidelity on the manifesto's hand-written user messages (NAME.realistic.jsonl) and facts kept"
 
     def load(self, manifestos: list[Manifesto]) -> None:
-        from credo.realistic import load_set
-
         self.sets: dict[str, RealisticSet | None] = {}
         for m in manifestos:
             path = self.ctx.realistic.get(m.sha256)
             self.sets[m.sha256] = load_set(path, m) if path is not None else None
 
     def run(self, rows: list[Row], group: Group | None = None) -> dict[str, Metrics]:
-        from credo.eval.realistic import figures, spread
-
         found = self.sets.get(group.manifesto.sha256)
         if found is None:
             return {r.name: {"fidelity": None, "items": 0, "set": None} for r in rows}

@@ -15,6 +15,7 @@ from credo.layers.layer import Layer, LayerInfo
 from credo.layers.registry import register
 from credo.manifesto import manifesto_context
 from credo.runtime.prefix import PrefixState
+from credo.runtime.torch_engine import TorchEngine
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -34,8 +35,6 @@ class CacheLayer(Layer):
 
     @classmethod
     def build(cls, manifesto: Manifesto, base: Base, config: None, info: LayerInfo) -> CacheLayer:
-        from credo.runtime.torch_engine import TorchEngine
-
         ids = base.encode(manifesto_context(manifesto, base), bos=True)
         _, cache = TorchEngine(base).forward(ids)
         state = PrefixState.from_cache(ids, cache)

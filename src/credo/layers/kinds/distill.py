@@ -34,6 +34,7 @@ from credo.fsutil import save_tensors_atomic, write_text_atomic
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, lora_hooks
 from credo.layers.registry import register
 from credo.manifesto import manifesto_context
+from credo.probes import split
 from credo.runtime.precision import compute, of
 from credo.runtime.teacher import (
     Answer,
@@ -134,8 +135,6 @@ class Progress:
 
 
 def training_prompts(manifesto: Manifesto, limit: int = 0, chat: bool = False) -> list[str]:
-    from credo.probes import split
-
     train, _ = split(manifesto, chat=chat)  # held-out prompts are never trained on (split is by hash, the same on every run)
     return train[:limit] if limit else train
 

@@ -37,6 +37,7 @@ from credo.layers.lora import LoraLayer, LoraWeights, gguf_arch, lora_hooks
 from credo.layers.registry import register
 from credo.manifesto import manifesto_context
 from credo.probes import probes as all_probes
+from credo.runtime.fidelity import fidelity_from_kl, kl_each
 from credo.runtime.precision import compute
 
 if TYPE_CHECKING:
@@ -221,8 +222,6 @@ def _conv(base: Base, prompt: str) -> list[int]:
 
 def _first_token_figures(base: Base, manifesto: Manifesto, ps: list, teacher: torch.Tensor, layer: torch.Tensor, bare: torch.Tensor, n_train: int) -> dict:
     """KL(teacher ‖ row) at the first answer token: overall (train, held-out) and per clause (all of its probes)."""
-    from credo.runtime.fidelity import fidelity_from_kl, kl_each
-
     logits = {name: base.head_logits(h) for name, h in (("teacher", teacher), ("layer", layer), ("base", bare))}
     kl_layer, kl_base = kl_each(logits["teacher"], logits["layer"], logits["base"])
 

@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from credo.errors import CredoError, LayerError
+from credo.layers.control import ControlVector
+from credo.layers.folder import load_layer, read_info, save_layer
+from credo.layers.kinds.prompt import PromptLayer
 from credo.layers.layer import Layer, LayerInfo
-from credo.layers.registry import register
+from credo.layers.lora import LoraLayer, LoraWeights
+from credo.layers.registry import _stem, compile_layer, get_kind, make_config, register
 
 if TYPE_CHECKING:
     from credo.base import Base
-    from credo.layers.lora import LoraWeights
     from credo.manifesto import Manifesto
     from credo.runtime.prefix import PrefixState
 
@@ -41,8 +44,6 @@ class StackLayer(Layer):
     @staticmethod
     def check_lower(lower_dir: str | Path) -> None:
         """A missing or corrupt lower layer folder fails here, before the model loads."""
-        from credo.layers.folder import read_info
-
         read_info(Path(lower_dir))
 
     @classmethod
@@ -80,16 +81,12 @@ class StackLayer(Layer):
 
     # --- disk ---------------------------------------------------------------------------------------------------
     def save_payload(self, folder: Path) -> None:
-        from credo.layers.folder import save_layer
-
         save_layer(self.lower, folder / LOWER)
         save_layer(self.upper, folder / UPPER)
         _write_merged(self.parts(), folder, self.info)
 
     @classmethod
     def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> StackLayer:
-        from credo.layers.folder import load_layer
-
         for part in (LOWER, UPPER):
             if not (folder / part).is_dir():
                 raise LayerError(f"stacked layer {folder} is corrupt: {part}/ is missing")
@@ -100,10 +97,6 @@ def compile_on(manifesto: Manifesto, base: Base, lower_dir: str | Path, kind: st
                name: str | None = None) -> StackLayer:
     """Compile `manifesto` as `kind` on top of the layer in `lower_dir`; the result is one stacked layer."""
     import dataclasses
-
-    from credo.layers.folder import load_layer
-    from credo.layers.kinds.prompt import PromptLayer
-    from credo.layers.registry import _stem, compile_layer, get_kind, make_config
 
     lower = load_layer(lower_dir, base)
     cls = get_kind(kind)
@@ -134,8 +127,6 @@ def compile_on(manifesto: Manifesto, base: Base, lower_dir: str | Path, kind: st
 
 def merged_lora(parts: list[LoraWeights]) -> LoraWeights:
     """One LoRA equal to the sum of several: A stacked along the rank, B side by side with each part's scale folded in."""
-    from credo.layers.lora import LoraWeights
-
     modules = sorted({m for w in parts for m in w.modules})
     a, b = {}, {}
     r = sum(w.r for w in parts)
@@ -160,9 +151,7 @@ def _shapes(parts: list[LoraWeights], module: str) -> tuple[int, int]:
 
 def _write_merged(chain: list[Layer], folder: Path, info: LayerInfo) -> None:
     """Top-level adapter files for engines that load one adapter per identity (peft, vLLM, llama.cpp)."""
-    from credo.layers.control import ControlVector
     from credo.layers.kinds.steer import SteerLayer
-    from credo.layers.lora import LoraLayer, LoraWeights
 
     loras = [layer.weights for layer in chain if isinstance(layer, LoraLayer)]
     if loras:

@@ -28,7 +28,8 @@ from credo.layers.control import ControlVector
 from credo.layers.layer import Layer, LayerInfo
 from credo.layers.lora import gguf_arch
 from credo.layers.registry import register
-from credo.manifesto import manifesto_context
+from credo.manifesto import Manifesto, manifesto_context
+from credo.probes import split
 from credo.runtime.teacher import Answer, Hooks, Runner, chain, compile_report, kl_topk, layer_hooks, lower_tag, teacher_answers, work_dir
 
 if TYPE_CHECKING:
@@ -144,8 +145,6 @@ def fit(manifesto: Manifesto, base: Base, config: SteerConfig, progress: bool = 
 
     With `lower` (stacking), everything runs with the lower layer active: the teacher is the lower identity with the new
     manifesto in context, the contrast is the lower identity alone, so the vector is what the new text adds."""
-    from credo.probes import split
-
     if config.contrast not in CONTRASTS:
         raise CredoError(f"steer: contrast must be one of {', '.join(CONTRASTS)}, got {config.contrast!r}")
     n_layers = len(decoder_layers(base.model))
@@ -209,8 +208,6 @@ def steer_work(base: Base, manifesto: Manifesto, config: SteerConfig, lower: Lay
 
 
 def _neutral() -> Manifesto:
-    from credo.manifesto import Manifesto
-
     return Manifesto.from_text(NEUTRAL, source="<neutral>")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from credo.errors import CredoError, LayerError
+from credo.layers.layer import Layer as BaseLayer
 from credo.server.engines import register
 from credo.server.engines.base import Messages, PromptTooLong, RawText, Sampling
 
@@ -263,7 +264,6 @@ def carried(layer: Layer) -> tuple[list[LoraWeights], list[ControlVector], list[
     """The LoRA weights and control vectors a layer adds to the forward pass (a stack: those of all its parts), and the
     kinds of any part whose change is neither, which llama.cpp cannot load."""
     from credo.layers.control import ControlVector
-    from credo.layers.layer import Layer as BaseLayer
     from credo.layers.lora import LoraWeights
 
     payloads = layer.payloads()

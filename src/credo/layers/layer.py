@@ -61,8 +61,12 @@ class Layer:
     # --- compile side -------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, manifesto: Manifesto, base: Base, config: Any, info: LayerInfo) -> Layer:
-        """Compile `manifesto` on `base`; `info` is filled in by the caller with everything but the payload."""
-        raise NotImplementedError
+        """Compile `manifesto` on `base`; `info` is filled in by the caller with everything but the payload. A kind that
+        can be stacked defines `build_on(manifesto, base, config, info, lower)` instead, and this calls it on no lower."""
+        build_on = getattr(cls, "build_on", None)
+        if build_on is None:
+            raise NotImplementedError(f"kind {cls.kind!r} defines neither build nor build_on")
+        return build_on(manifesto, base, config, info, None)
 
     def save_payload(self, folder: Path) -> None:
         """Write the payload files (safetensors, configs) into `folder`; layer.json is written by the caller."""

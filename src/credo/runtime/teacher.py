@@ -242,6 +242,19 @@ def kl_topk(top_ids: torch.Tensor, top_logp: torch.Tensor, row_logits: torch.Ten
     return kl + t_tail.exp() * (t_tail - r_tail)
 
 
+@torch.no_grad()
+def mean_topk_kl(runner: Runner, prompts: Sequence[str], answers: Sequence[Answer]) -> float:
+    """Mean `kl_topk` per answer token of `runner` against the teacher's saved answers, in the runner's batches: the
+    objective distill trains on and steer picks its layer and strength by."""
+    total, tokens = 0.0, 0
+    for i in range(0, len(prompts), runner.batch):
+        ans = answers[i : i + runner.batch]
+        for a, logits in zip(ans, runner.answer_logits(prompts[i : i + runner.batch], [x.ids for x in ans])):
+            total += float(kl_topk(a.top_ids, a.top_logp, logits).sum())
+            tokens += len(a.ids)
+    return total / max(tokens, 1)
+
+
 @dataclass
 class Scored:
     """Mean KL(teacher ‖ row) per answer token, and fidelity relative to the bare base (as `credo.runtime.fidelity` defines it)."""

@@ -46,6 +46,7 @@ from credo.runtime.teacher import (
     kl_topk,
     layer_hooks,
     lower_tag,
+    mean_topk_kl,
     no_hooks,
     teacher_answers,
     work_dir,
@@ -177,32 +178,15 @@ class Trainer:
 
     # --- checkpoint ---------------------------------------------------------------------------------------------
     def _resume(self) -> None:
-        ck, st = self.work / CHECKPOINT, self.work / STATE
-        if not (ck.is_file() and st.is_file()):
-            return
-        tensors = load_file(str(ck))
-        with torch.no_grad():
-            for i, t in enumerate(self.weights.parameters()):
-                t.copy_(tensors[f"param.{i}"])
-        state = self.opt.state_dict()
-        for i in range(len(self.weights.parameters())):
-            if f"adam.{i}.exp_avg" in tensors:
-                state["state"][i] = {k: tensors[f"adam.{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
-        self.opt.load_state_dict(state)
-        data = json.loads(st.read_text())
-        self.progress = Progress(**data["progress"])
-        if "best.0" in tensors:
-            self.best = [tensors[f"best.{i}"] for i in range(len(self.weights.parameters()))]
+        found = load_checkpoint(self.work, self.weights.parameters(), self.opt)
+        if found is not None:
+            tensors, self.progress = found
+            if "best.0" in tensors:
+                self.best = [tensors[f"best.{i}"] for i in range(len(self.weights.parameters()))]
 
     def save(self) -> None:
-        tensors = {f"param.{i}": t.detach().contiguous() for i, t in enumerate(self.weights.parameters())}
-        for i, s in self.opt.state_dict()["state"].items():
-            for k in ("step", "exp_avg", "exp_avg_sq"):
-                tensors[f"adam.{i}.{k}"] = torch.as_tensor(s[k]).contiguous()
-        for i, t in enumerate(self.best or []):
-            tensors[f"best.{i}"] = t.contiguous()
-        save_tensors_atomic(self.work / CHECKPOINT, tensors)
-        write_text_atomic(self.work / STATE, json.dumps({"progress": asdict(self.progress), "config": asdict(self.config)}, indent=1))
+        extra = {f"best.{i}": t.contiguous() for i, t in enumerate(self.best or [])}
+        save_checkpoint(self.work, self.weights.parameters(), self.opt, self.progress, self.config, extra)
 
     # --- training -----------------------------------------------------------------------------------------------
     def loss(self, prompts: list[str], answers: list[Answer]) -> torch.Tensor:
@@ -272,6 +256,35 @@ class Trainer:
         return p
 
 
+def save_checkpoint(work: Path, params: list[torch.Tensor], opt: torch.optim.Optimizer, progress: Progress, config: Any,
+                    extra: dict[str, torch.Tensor] | None = None) -> None:
+    """The adapter, Adam's moments and the progress, written atomically: what an interrupted training resumes from."""
+    tensors = {f"param.{i}": t.detach().contiguous() for i, t in enumerate(params)}
+    for i, s in opt.state_dict()["state"].items():
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            tensors[f"adam.{i}.{k}"] = torch.as_tensor(s[k]).contiguous()
+    save_tensors_atomic(work / CHECKPOINT, tensors | (extra or {}))
+    write_text_atomic(work / STATE, json.dumps({"progress": asdict(progress), "config": asdict(config)}, indent=1))
+
+
+def load_checkpoint(work: Path, params: list[torch.Tensor], opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Progress] | None:
+    """Put `save_checkpoint`'s adapter and Adam moments back into `params` and `opt`; its tensors and progress (None:
+    nothing saved yet)."""
+    ck, st = work / CHECKPOINT, work / STATE
+    if not (ck.is_file() and st.is_file()):
+        return None
+    tensors = load_file(str(ck))
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(tensors[f"param.{i}"])
+    state = opt.state_dict()
+    for i in range(len(params)):
+        if f"adam.{i}.exp_avg" in tensors:
+            state["state"][i] = {k: tensors[f"adam.{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
+    opt.load_state_dict(state)
+    return tensors, Progress(**json.loads(st.read_text())["progress"])
+
+
 def learning_rate(config: DistillConfig, step: int, spent: float) -> float:
     """Linear warm-up, then cosine decay to `decay * lr` as the budget runs out: the last steps of a time budget are
     the quiet ones, so the adapter the budget ends on is not one noisy batch away from a better one. The schedule is
@@ -302,14 +315,7 @@ def _teacher_seconds(work: Path, spent: float) -> float:
 def mean_kl(base: Base, weights: LoraWeights | None, prompts: list[str], answers: list[Answer], batch: int = 8) -> float:
     """The training objective over a whole prompt set, without gradients (before/after figures, tests)."""
     hooks = (lambda: lora_hooks(base.model, weights)) if weights is not None else no_hooks
-    runner = Runner(base, "", hooks, batch)
-    total, tokens = 0.0, 0
-    for i in range(0, len(prompts), batch):
-        ans = answers[i : i + batch]
-        for a, lg in zip(ans, runner.answer_logits(prompts[i : i + batch], [x.ids for x in ans])):
-            total += float(kl_topk(a.top_ids, a.top_logp, lg).sum())
-            tokens += len(a.ids)
-    return total / max(tokens, 1)
+    return mean_topk_kl(Runner(base, "", hooks, batch), prompts, answers)
 
 
 def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Budget, lower: Layer | None = None,
@@ -361,10 +367,6 @@ class DistillLayer(LoraLayer):
     order = 40
     Config = DistillConfig
     demo_settings = {"budget": "5m", "heldout": "0", "control": "false"}  # 5 minutes already follows the manifesto well
-
-    @classmethod
-    def build(cls, manifesto: Manifesto, base: Base, config: DistillConfig | None, info: LayerInfo) -> DistillLayer:
-        return cls.build_on(manifesto, base, config, info, None)
 
     @classmethod
     def build_on(cls, manifesto: Manifesto, base: Base, config: DistillConfig | None, info: LayerInfo, lower: Layer | None) -> DistillLayer:

@@ -29,12 +29,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from credo.errors import CredoError
-from credo.fsutil import save_tensors_atomic, write_text_atomic
-from credo.layers.kinds.distill import Budget, DistillConfig, Progress, _teacher_seconds, learning_rate, report_trained, training_prompts
+from credo.layers.kinds.distill import (
+    CHECKPOINT,
+    STATE,
+    Budget,
+    DistillConfig,
+    Progress,
+    _teacher_seconds,
+    learning_rate,
+    load_checkpoint,
+    report_trained,
+    save_checkpoint,
+    training_prompts,
+)
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, gguf_arch
 from credo.manifesto import manifesto_context
 from credo.runtime.teacher import Answer, Runner, frozen, teacher_answers, work_dir
@@ -44,8 +54,6 @@ if TYPE_CHECKING:
     from credo.layers.layer import LayerInfo
     from credo.manifesto import Manifesto
 
-CHECKPOINT = "checkpoint.safetensors"
-STATE = "checkpoint.json"
 _D = DistillConfig  # defaults are distill's, so that the kinds differ in their objective alone
 
 
@@ -160,29 +168,14 @@ class Session:
         return int(states[0]["step"]) if states else 0
 
     def _resume(self) -> None:
-        ck, st = self.work / CHECKPOINT, self.work / STATE
-        if not (ck.is_file() and st.is_file()):
-            return
-        tensors = load_file(str(ck))
-        with torch.no_grad():
-            for i, p in enumerate(self.params):
-                p.copy_(tensors[f"param.{i}"])
-        state = self.opt.state_dict()
-        for i in range(len(self.params)):
-            if f"adam.{i}.exp_avg" in tensors:
-                state["state"][i] = {k: tensors[f"adam.{i}.{k}"] for k in ("step", "exp_avg", "exp_avg_sq")}
-        self.opt.load_state_dict(state)
-        self.progress = Progress(**json.loads(st.read_text())["progress"])
+        found = load_checkpoint(self.work, self.params, self.opt)
+        if found is not None:
+            self.progress = found[1]
 
     def save(self) -> None:
         p = self.progress
         p.step, p.seconds = self.steps_done() or p.step, self.seconds()
-        tensors = {f"param.{i}": t.detach().contiguous() for i, t in enumerate(self.params)}
-        for i, s in self.opt.state_dict()["state"].items():
-            for k in ("step", "exp_avg", "exp_avg_sq"):
-                tensors[f"adam.{i}.{k}"] = torch.as_tensor(s[k]).contiguous()
-        save_tensors_atomic(self.work / CHECKPOINT, tensors)
-        write_text_atomic(self.work / STATE, json.dumps({"progress": asdict(p), "config": asdict(self.config)}, indent=1))
+        save_checkpoint(self.work, self.params, self.opt, p, self.config)
 
     def weights(self, base: Base) -> LoraWeights:
         a = {m: t.detach().clone().float() for (m, part), t in self.lora.items() if part == "A"}

@@ -30,7 +30,7 @@ from credo.layers.lora import gguf_arch
 from credo.layers.registry import register
 from credo.manifesto import Manifesto, manifesto_context
 from credo.probes import split
-from credo.runtime.teacher import Answer, Hooks, Runner, chain, compile_report, kl_topk, layer_hooks, lower_tag, teacher_answers, work_dir
+from credo.runtime.teacher import Answer, Hooks, Runner, chain, compile_report, layer_hooks, lower_tag, mean_topk_kl, teacher_answers, work_dir
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -129,14 +129,8 @@ def _grab(store: dict[int, torch.Tensor], layer: int):
 def calibration_kl(base: Base, prompts: Sequence[str], answers: Sequence[Answer], vectors: dict[int, torch.Tensor], strength: float,
                    batch: int, lower: Layer | None = None) -> float:
     """Mean top-k KL(teacher ‖ steered) per answer token: the figure that picks layer and strength."""
-    runner = Runner(base, lower.context(base) if lower else "", chain(layer_hooks(lower, base), lambda: steering(base.model, vectors, strength)), batch)
-    total, tokens = 0.0, 0
-    for i in range(0, len(prompts), batch):
-        ans = answers[i : i + batch]
-        for a, logits in zip(ans, runner.answer_logits(prompts[i : i + batch], [x.ids for x in ans])):
-            total += float(kl_topk(a.top_ids, a.top_logp, logits).sum())
-            tokens += len(a.ids)
-    return total / max(tokens, 1)
+    hooks = chain(layer_hooks(lower, base), lambda: steering(base.model, vectors, strength))
+    return mean_topk_kl(Runner(base, lower.context(base) if lower else "", hooks, batch), prompts, answers)
 
 
 def fit(manifesto: Manifesto, base: Base, config: SteerConfig, progress: bool = True,
@@ -233,10 +227,6 @@ class SteerLayer(Layer):
     @property
     def strength(self) -> float:
         return self.control.strength
-
-    @classmethod
-    def build(cls, manifesto: Manifesto, base: Base, config: SteerConfig | None, info: LayerInfo) -> SteerLayer:
-        return cls.build_on(manifesto, base, config, info, None)
 
     @classmethod
     def build_on(cls, manifesto: Manifesto, base: Base, config: SteerConfig | None, info: LayerInfo, lower: Layer | None) -> SteerLayer:

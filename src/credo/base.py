@@ -83,6 +83,17 @@ class Base:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def forward(self, ids: torch.Tensor, cache: Any = None, keep: int | None = None, body_only: bool = False,
+                use_cache: bool | None = None, **extra: Any) -> Any:
+        """The one place credo runs the model, whatever batches around it: `ids` (B, T) after `cache` (a transformers
+        Cache, extended in place); logits only for the last `keep` positions (the 262k-wide head is most of the cost), or
+        none with `body_only` (hooks and the caller read the hidden states). `extra`: attention_mask, position_ids."""
+        module = self.model.model if body_only else self.model
+        kwargs = dict(extra) | (with_cache(module, cache) if cache is not None else {})
+        if keep is not None and not body_only:
+            kwargs["logits_to_keep"] = keep
+        return module(input_ids=ids, use_cache=cache is not None if use_cache is None else use_cache, **kwargs)
+
     def chat_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
         """The one tokenising of a conversation, as every engine, runner and scorer writes it after its context (no
         BOS); a bare string is one user message."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from credo.base import cache_of, with_cache
+from credo.base import cache_of
 from credo.layers.layer import Layer
 from credo.runtime.prefix import PrefixState
 from credo.runtime.torch_engine import TorchEngine
@@ -91,7 +91,7 @@ class Row:
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch], dtype=torch.long, device=self.base.device)
         cache = state.to_cache(self.base.model.config, rows=len(batch), room=width)
         with self.applied():
-            out = self.base.model(input_ids=ids, **with_cache(self.base.model, cache), use_cache=True, logits_to_keep=keep)
+            out = self.base.forward(ids, cache, keep=keep)
         return out.logits.float()
 
     @torch.inference_mode()
@@ -102,8 +102,7 @@ class Row:
         """
         cache = state.to_cache(self.base.model.config)
         with self.applied():
-            out = self.base.model(input_ids=torch.tensor([ids], device=self.base.device), **with_cache(self.base.model, cache),
-                                  use_cache=True, logits_to_keep=keep)
+            out = self.base.forward(torch.tensor([ids], device=self.base.device), cache, keep=keep)
         return PrefixState.from_cache(state.ids + ids, cache_of(out)), out.logits[0].float()
 
     def choice_logprobs(self, prefix: list[int], choices: list[list[int]]) -> list[float]:

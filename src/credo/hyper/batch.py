@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from credo.base import with_cache
-
 if TYPE_CHECKING:
     from credo.base import Base
 
@@ -87,7 +85,7 @@ def prefill(base: Base, prefix: list[int]) -> Any:
     from transformers import DynamicCache
 
     cache = DynamicCache(config=base.model.config)
-    base.model.model(input_ids=torch.tensor([prefix], dtype=torch.long), **with_cache(base.model.model, cache), use_cache=True)
+    base.forward(torch.tensor([prefix], dtype=torch.long), cache, body_only=True)
     return cache
 
 
@@ -99,7 +97,6 @@ def run_body(base: Base, ids: torch.Tensor, cache: Any = None, chunk: int = 16, 
     With `lengths`, each chunk is cut to its longest row: rows sorted by length then waste little on padding."""
     import copy
 
-    body = base.model.model
     for lo in range(0, ids.shape[0], chunk):
         part = ids[lo : lo + chunk]
         if lengths is not None:
@@ -109,7 +106,7 @@ def run_body(base: Base, ids: torch.Tensor, cache: Any = None, chunk: int = 16, 
             past = copy.deepcopy(cache)
             past.batch_repeat_interleave(part.shape[0])
         pos = None if positions is None else positions[lo : lo + chunk, : part.shape[1]]
-        body(input_ids=part, position_ids=pos, **with_cache(body, past), use_cache=past is not None)
+        base.forward(part, past, body_only=True, position_ids=pos)
 
 
 def chunk_width(lengths: list[int], lo: int, chunk: int) -> int:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors import SafetensorError, safe_open
 
-from credo.base import cache_dir, with_cache
+from credo.base import cache_dir
 from credo.fsutil import save_tensors_atomic
 from credo.hyper.batch import chunk_width, make_batch, run_body
 from credo.hyper.texts import NEUTRAL_PROSE
@@ -112,7 +112,7 @@ def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: t
     cap = getattr(base.model.config, "final_logit_softcapping", None)
     out: list[torch.Tensor] = []
     for _ in tqdm(range(tokens), desc="hyper: the base writes its keep text (once per base)", leave=False):
-        hidden = base.model.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(base.model.model, cache), use_cache=True).last_hidden_state
+        hidden = base.forward(ids, cache, body_only=True, attention_mask=mask, position_ids=pos).last_hidden_state
         rough = base.rough_logits(hidden[:, -1], dtype)
         top, cand = rough.topk(top_k, -1)
         top = top.float()

@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from tqdm import tqdm
 
-from credo.base import cache_dir, cache_of, with_cache
+from credo.base import cache_dir, cache_of
 from credo.fsutil import save_tensors_atomic
 from credo.manifesto import manifesto_context
 from credo.probes import heldout_prompts
@@ -97,7 +97,7 @@ class Runner:
     def prefix(self) -> PrefixState:
         if self._prefix is None:
             with self.hooks():
-                out = self.base.model(input_ids=torch.tensor([self.context_ids]), use_cache=True, logits_to_keep=1)
+                out = self.base.forward(torch.tensor([self.context_ids]), keep=1, use_cache=True)
             self._prefix = PrefixState.from_cache(self.context_ids, cache_of(out))
         return self._prefix
 
@@ -119,7 +119,7 @@ class Runner:
         first = min(a for a, _ in keep)
         manager = contextlib.nullcontext() if grad else torch.no_grad()
         with manager, self.hooks():
-            out = self.base.model(input_ids=ids, **with_cache(self.base.model, self._cache(len(seqs), width)), use_cache=True, logits_to_keep=width - first)
+            out = self.base.forward(ids, self._cache(len(seqs), width), keep=width - first)
         logits = out.logits
         return [logits[i, a - first : b - first].float() for i, (a, b) in enumerate(keep)]
 
@@ -134,8 +134,7 @@ class Runner:
         keep = max(len(a) for a in answers)
         manager = contextlib.nullcontext() if grad else torch.no_grad()
         with manager, self.hooks():
-            out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, self._cache(len(seqs), ids.shape[1])),
-                                  use_cache=True, logits_to_keep=keep)
+            out = self.base.forward(ids, self._cache(len(seqs), ids.shape[1]), keep=keep, attention_mask=mask, position_ids=pos)
         return [out.logits[i, keep - len(a) :].float() for i, a in enumerate(answers)]
 
     def _left_padded(self, seqs: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -188,14 +187,12 @@ class Runner:
                 if on_step is not None:
                     on_step(active)
                 if topk <= 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
-                    body = self.base.model.model
-                    out = body(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(body, cache), use_cache=True)
+                    out = self.base.forward(ids, cache, body_only=True, attention_mask=mask, position_ids=pos)
                     token, best = self.base.greedy_next(out.last_hidden_state[:, -1], dtype, logp=topk == 1)
                     top_ids = token[:, None][:, :topk]  # topk 0: the tokens alone, no log-probabilities
                     top_logp = best[:, None] if best is not None else torch.empty(len(token), 0)
                 else:
-                    out = self.base.model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(self.base.model, cache),
-                                          use_cache=True, logits_to_keep=1)
+                    out = self.base.forward(ids, cache, keep=1, attention_mask=mask, position_ids=pos)
                     top_logp, top_ids = torch.log_softmax(out.logits[:, -1].float(), -1).topk(topk, -1)
                     token = top_ids[:, 0]
                 cache = cache_of(out)

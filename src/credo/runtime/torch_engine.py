@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from credo.base import cache_of, with_cache
+from credo.base import cache_of
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -67,7 +67,7 @@ class TorchEngine:
         if cache is None:
             cache = DynamicCache(config=self.base.model.config)
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.base.device)
-        out = self.base.model(input_ids=input_ids, **with_cache(self.base.model, cache), use_cache=True, logits_to_keep=keep)
+        out = self.base.forward(input_ids, cache, keep=keep)
         return out.logits[0].float(), cache_of(out)
 
     def prefill(self, prompt: str | Messages) -> Prefilled:

@@ -114,8 +114,17 @@ def test_bad_settings_fail_with_one_line(tiny, short, setting):
     assert "\n" not in str(e.value)
 
 
+@pytest.fixture
+def both_cores():
+    """The one real-model compile here (it writes the base's keep text first) runs alone: two threads halve its time."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.integration
-def test_real_model_beats_the_shuffled_control(real_base, pirate):
+def test_real_model_beats_the_shuffled_control(real_base, pirate, both_cores):
     from credo.probes import heldout_prompts
     from credo.runtime.fidelity import measure
 

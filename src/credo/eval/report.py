@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from credo.eval.suites.base import IDENTITY, SUITES, Cells, Column, dig
+from credo.eval.suites.base import IDENTITY, SUITES, Cells, Column, dig, mean
 from credo.fsutil import write_text_atomic
 
 NOTES = """\
@@ -50,14 +50,9 @@ NOTES = """\
 """
 
 
-def _mean(values: list[Any]) -> float | None:
-    vals = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
-    return sum(vals) / len(vals) if vals else None
-
-
 # Columns the report derives from several suites' figures; every other column is declared by its suite.
 DERIVED = (
-    Column("capability_kept", "cap. kept", lambda c: _mean([c.done.get("hellaswag_x"), c.done.get("mmlu_x"),
+    Column("capability_kept", "cap. kept", lambda c: mean([c.done.get("hellaswag_x"), c.done.get("mmlu_x"),
                                                              1 / c.done["ppl_x"] if c.done.get("ppl_x") else None]), order=80),
     Column("vs_control", "vs control", lambda c: None, "{}", order=90),  # filled once every row is known
 )

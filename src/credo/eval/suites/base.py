@@ -7,6 +7,7 @@ layers; the others run once on every row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,12 @@ def dig(res: dict[str, Any], *path: str) -> Any:
             return None
         res = res[p]
     return res
+
+
+def mean(values: list[Any]) -> float | None:
+    """The mean of the figures that are numbers (a suite that did not run, or gave NaN, is left out); None if none."""
+    vals = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    return sum(vals) / len(vals) if vals else None
 
 
 @dataclass

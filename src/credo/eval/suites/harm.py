@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from credo.eval.data import DataError, read_csv, read_jsonl, spread
-from credo.eval.suites.base import SAFETY, Cells, Column, Group, Metrics, Suite, dig, register
+from credo.eval.suites.base import SAFETY, Cells, Column, Group, Metrics, Suite, dig, mean, register
 
 if TYPE_CHECKING:
     from credo.eval.scorer import Row
@@ -65,9 +65,7 @@ def load_goals(path: Path) -> list[tuple[str, str]]:
 
 def _harm(c: Cells, key: str) -> float | None:
     """The mean over the plain harm suites (AdvBench, JBB) that ran on this row."""
-    vals = [dig(c.res, s, key) for s in ("advbench", "jbb")]
-    vals = [v for v in vals if isinstance(v, (int, float))]
-    return sum(vals) / len(vals) if vals else None
+    return mean([dig(c.res, s, key) for s in ("advbench", "jbb")])
 
 
 class _GoalSuite(Suite):

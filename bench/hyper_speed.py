@@ -5,7 +5,9 @@ Each setup runs in its own process (the heap setting holds for a whole process),
 rows), `shared` (one shared copy), `shared+heap` (also `credo.allocator`), `packed` (also packed student rows),
 `packed+chat16` (also 16 rows of the everyday pool: 12-02's defaults), `packed-look` (also the quick look's base
 and layer passes on packed rows), all in bf16 as they ran until 2026-12-03, then `fp32` and `fp32+packed-look` (the
-same in float32, which `credo.runtime.precision` chooses on a CPU without fast bf16). Each process loads the base,
+same in float32, which `credo.runtime.precision` chooses on a CPU without fast bf16), and `fp32+grouped` (also the
+teacher's prompts read in length groups, `credo.runtime.teacher.length_groups`; every other setup reads them in one
+wide left-padded batch). Each process loads the base,
 compiles once to warm up, then times `--repeats` cold compiles (the base's first-token states forgotten, as
 `bench/hyper.py` does).
 Prints the medians and their ratios to the first setup run.
@@ -34,6 +36,7 @@ SETUPS = {
     "packed-look": {"shared": True, "heap": True, "packed": True, "chat_probes": 16, "precision": "bf16", "packed_look": True},
     "fp32": {"shared": True, "heap": True, "packed": True, "chat_probes": 16, "precision": "fp32", "packed_look": False},
     "fp32+packed-look": {"shared": True, "heap": True, "packed": True, "chat_probes": 16, "precision": "fp32", "packed_look": True},
+    "fp32+grouped": {"shared": True, "heap": True, "packed": True, "chat_probes": 16, "precision": "fp32", "packed_look": True, "grouped": True},
 }
 
 
@@ -71,14 +74,16 @@ def child(manifesto: str, setup: dict, repeats: int, threads: int) -> None:
     from credo.base import load_base
     from credo.hyper.base_states import forget
     from credo.layers import compile_layer
-    from credo.layers import hyper as hyper_layer
+    from credo.layers.kinds import hyper as hyper_layer
     from credo.manifesto import Manifesto
-    from credo.runtime import shared_prefix
+    from credo.runtime import shared_prefix, teacher
 
     if not setup["shared"]:
         shared_prefix.fits = lambda config, positions: False
     if not setup["packed"]:
         hyper_layer.pack_batch = one_sequence_per_row
+    if not setup.get("grouped"):
+        teacher.length_groups = lambda lengths: [list(range(len(lengths)))]
     if not setup["packed_look"]:
         from credo.hyper import closed_form
 
@@ -86,13 +91,14 @@ def child(manifesto: str, setup: dict, repeats: int, threads: int) -> None:
     settings = {"chat_probes": str(setup["chat_probes"])}
     base, m = load_base(), Manifesto.from_file(manifesto)
     compile_layer(m, base, "hyper", settings)
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeats):
         forget(base)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         layer = compile_layer(m, base, "hyper", settings)
         walls.append(time.perf_counter() - start)
-    print(json.dumps({"walls": walls, "fidelity": layer.info.report["first_token_fidelity_heldout"]}))
+        cpus.append(time.process_time() - cpu)
+    print(json.dumps({"walls": walls, "cpus": cpus, "fidelity": layer.info.report["first_token_fidelity_heldout"]}))
 
 
 def main() -> None:
@@ -117,6 +123,7 @@ def main() -> None:
     if unknown := [name for name in chosen if name not in SETUPS]:
         ap.error(f"unknown setup(s) {', '.join(unknown)}; known: {', '.join(SETUPS)}")
     walls: dict[str, list[float]] = {name: [] for name in chosen}
+    cpus: dict[str, list[float]] = {name: [] for name in chosen}
     looks: dict[str, float] = {}
     for _ in range(args.rounds):
         for name in chosen:
@@ -126,15 +133,19 @@ def main() -> None:
             line = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             got = json.loads(line)
             walls[name] += got["walls"]
+            cpus[name] += got["cpus"]
             looks[name] = got["fidelity"]
-    before = statistics.median(walls[chosen[0]])
+    before, before_cpu = statistics.median(walls[chosen[0]]), statistics.median(cpus[chosen[0]])
     rows = [f"# hyper compile speed, side by side ({datetime.now(timezone.utc).isoformat(timespec='seconds')}, "
             f"{Path(args.manifesto).stem}, {args.threads} threads, {args.rounds} rounds x {args.repeats} cold compiles)", "",
             header.replace("machine:", "Machine:", 1), "",
-            f"| setup | precision | median wall s | all | vs {chosen[0]} | quick-look fidelity |", "| --- | --- | --- | --- | --- | --- |"]
+            f"| setup | precision | median wall s | all | vs {chosen[0]} | median CPU s | CPU vs {chosen[0]} | quick-look fidelity |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, ws in walls.items():
         med = statistics.median(ws)
-        rows.append(f"| {name} | {SETUPS[name]['precision']} | {med:.2f} | {' '.join(f'{w:.1f}' for w in ws)} | {med / before:.2f}x | {looks[name]} |")
+        cpu = statistics.median(cpus[name])
+        rows.append(f"| {name} | {SETUPS[name]['precision']} | {med:.2f} | {' '.join(f'{w:.1f}' for w in ws)} | {med / before:.2f}x | {cpu:.1f} | "
+                    f"{cpu / before_cpu:.2f}x | {looks[name]} |")
     text = "\n".join(rows) + "\n"
     print(text)
     out = REPO / "bench" / "results" / f"hyper-speed-{datetime.now().strftime('%Y%m%d-%H%M%S')}.md"

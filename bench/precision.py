@@ -6,7 +6,8 @@ precision asked for, each in its own process with a fresh cache folder (only the
 
 1. `decision`: what `credo.runtime.precision` decides and what deciding cost (its micro-benchmark included where it
    runs), and a bf16-vs-fp32 matmul at the whole output head's shape: the check that a class really is slow in bf16;
-2. `hyper`: a cold first compile of the manifesto (the base writes its keep text and its first-token states are taken)
+2. `hyper`: a cold first compile of the manifesto (the keep moments are taken, over the shipped keep text where the
+   base has one, else over text the base writes first; its first-token states are taken)
    and a warm one after it, wall seconds, with the quick look's held-out first-token fidelity;
 3. `distill`: optimizer steps per second over `--distill-steps` steps (16 training prompts, no report).
 

@@ -146,6 +146,44 @@ def test_clean_refuses_existing_output_and_missing_input(tmp_path):
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
 
 
+def test_the_ray_executor_cleans_as_the_local_one_does(tmp_path):
+    """The clean pipeline on a local Ray cluster of two CPUs, two tasks: the same kept, removed and bad-input rows as
+    datatrove's local executor gives for the same input."""
+    ray = pytest.importorskip("ray")
+    from credo.data.clean import run_clean
+    from credo.data.executor import RunConfig
+
+    rows = [{"id": f"g{i}", "text": article(i)} for i in range(6)]
+    rows.append({"id": "junk", "text": "As an AI language model, I cannot browse. " + article(9)})
+    rows.append({"id": "moji", "text": "The cafÃ© by the bridge opens early. " + article(10)})
+    rows.append({"id": "short", "text": "Too short to be a document."})
+    write_jsonl(tmp_path / "in" / "a.jsonl", rows[:5], {2: '{"text": "broken'})
+    write_jsonl(tmp_path / "in" / "b.jsonl", rows[5:])
+    local = run_clean(tmp_path / "in", tmp_path / "local", RunConfig(tasks=2, workers=2), show=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_clean(tmp_path / "in", tmp_path / "ray", RunConfig(backend="ray", tasks=2), show=False)
+    finally:
+        ray.shutdown()
+    assert remote == local and local["kept"] == 7 and local["bad_input_lines"] == 1
+    assert read_out(tmp_path / "ray") == read_out(tmp_path / "local")
+    for name in ("bad-input.jsonl", "removed"):
+        files = {p.relative_to(tmp_path / "local"): p.read_text() for p in [tmp_path / "local" / name, *(tmp_path / "local" / name).rglob("*")] if p.is_file()}
+        assert files and files == {p.relative_to(tmp_path / "ray"): p.read_text() for p in [tmp_path / "ray" / name, *(tmp_path / "ray" / name).rglob("*")]
+                                   if p.is_file()}
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from credo.data.executor import RunConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(DataError, match="pip install ray"):
+        RunConfig(backend="ray")
+
+
 # --- dedup --------------------------------------------------------------------------------------------------------
 
 def _near(text: str) -> str:

@@ -15,16 +15,47 @@ PROMPTS = ["Hello! Who are you?", "How do I make tea?", "Tell me about the sea, 
 
 
 def _generate(base, context: str, per_row: bool, monkeypatch, topk: int = 1):
+    """The answers, and per prompt the final hidden state at each step (the prefill may read rows in several calls)."""
     finals: list[torch.Tensor] = []
+    calls: list[list[int]] = []
     with monkeypatch.context() as patch:
         if per_row:
             patch.setattr(shared_prefix, "fits", lambda config, positions: False)
+        runner = Runner(base, context, batch=4)
+        runner.prefix()  # the context's own prefill, before the hook
         handle = base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(o[:, -1].clone()))
         try:
-            answers = Runner(base, context, batch=4).generate_batch(PROMPTS, 10, topk=topk)
+            answers = runner.generate_batch(PROMPTS, 10, topk=topk, on_step=lambda rows: calls.append(list(rows)))
         finally:
             handle.remove()
-    return answers, finals[1:]  # the first call is the context's own prefill
+    per_prompt: list[list[torch.Tensor]] = [[] for _ in PROMPTS]
+    for rows, states in zip(calls, finals, strict=True):
+        for r, state in zip(rows, states):
+            per_prompt[r].append(state)
+    return answers, [torch.stack(f) for f in per_prompt]
+
+
+def test_prompts_of_different_lengths_are_read_in_groups(pirate, monkeypatch):
+    """The shared-prefix prefill reads rows in length groups (fewer padded tokens); answers and states are those of
+    one wide prefill, which the per-row path still does."""
+    from credo.runtime.teacher import length_groups
+
+    assert length_groups([30, 5, 6, 31, 29], call_cost=4) == [[1, 2], [4, 0, 3]]
+    assert length_groups([10, 10, 10]) == [[0, 1, 2]]
+    assert sorted(sum(length_groups([7, 3, 90, 4, 50, 51], call_cost=0), [])) == list(range(6))
+    base = tiny_base(0, sliding_window=4096)
+    long = ["Tell me, in a good many words, about the sea, the ships, the wind, the gulls and the salt of it all.", "Why?", "Hi"]
+    context = manifesto_context(pirate, base)
+    monkeypatch.setattr("credo.runtime.teacher.length_groups", lambda lengths: [[1, 2], [0]])
+    grouped: list[list[int]] = []
+    runner = Runner(base, context, batch=4)
+    answers = runner.generate_batch(long, 6, topk=2, on_step=lambda rows: grouped.append(list(rows)))
+    assert grouped[:2] == [[1, 2], [0]]
+    monkeypatch.setattr("credo.runtime.teacher.length_groups", lambda lengths: [list(range(len(lengths)))])
+    wide = runner.generate_batch(long, 6, topk=2)
+    assert [a.ids for a in answers] == [a.ids for a in wide]
+    for g, w in zip(answers, wide):
+        torch.testing.assert_close(g.top_logp, w.top_logp, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])

@@ -249,6 +249,26 @@ def test_keep_moments_are_the_inputs_second_moments_computed_once_and_a_corrupt_
     assert calls == [1, 1]
 
 
+def test_a_shipped_keep_text_is_read_in_either_precision_instead_of_sampled(tiny, monkeypatch, tmp_path):
+    """A base whose samples ship with credo takes its moments over them (no sampling, in fp32 or bf16): the same
+    moments as the float32 samples it would write, and a cache file apart from one that wrote its own text."""
+    from credo.hyper import closed_form, keep_stats
+
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")
+    modules = closed_form.target_modules(tiny.model, ["o_proj"], [0])
+    (name, own), = keep_stats.keep_moments(tiny, modules).items()
+    own_file = keep_stats._path(tiny)
+    monkeypatch.setattr(keep_stats, "ASSETS", tmp_path / "assets")
+    shipped = keep_stats.write_shipped(tiny)
+    assert shipped.parent == tmp_path / "assets" and keep_stats._path(tiny) != own_file
+    monkeypatch.setattr(keep_stats, "_samples", lambda *a: pytest.fail("sampled although the text ships"))
+    torch.testing.assert_close(keep_stats.keep_moments(tiny, modules)[name], own, atol=1e-5, rtol=1e-5)
+    monkeypatch.setenv("CREDO_PRECISION", "bf16")
+    keep_stats.keep_moments(tiny, modules)
+    cached = keep_stats._read(keep_stats._path(tiny))
+    assert torch.equal(cached["bf16/corpus/ids"], cached["fp32/corpus/ids"])  # one text for both precisions
+
+
 def test_bf16_linears_change_no_bits_and_restore_the_float32_weights(tiny, short, monkeypatch):
     """Under bf16 the compile swaps in bf16 copies of the decoder's linear weights (autocast would cast them again on
     every call): the adapter must be bitwise the one autocast's own casts give, and the base must come back float32,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -94,11 +95,19 @@ def compile(
         from credo.eval.realistic import compile_figures
 
         layer.info.report.update(compile_figures(layer, b, found) or {})
+    from credo.runtime.team import Team
+
+    if not Team.of(b).main:  # under accelerate launch / torchrun every process trained the same layer: one writes it
+        return
     save_layer(layer, folder, overwrite=force)
     out.print(f"compiled [bold]{m.name}[/bold] as [bold]{kind}[/bold] in {layer.info.compile_seconds:.1f}s "
               f"({layer.info.precision} on {layer.info.device}) -> {folder}")
     for key, value in layer.info.report.items():
         out.print(f"  {key}: {value}")
+    from credo.layers.card import serving_line
+
+    if line := serving_line(layer, folder):
+        out.print(line, markup=False, highlight=False)
     from credo.eval.realistic import summary_line
 
     if line := summary_line(layer.info.report, kind):
@@ -268,6 +277,7 @@ def main() -> None:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
     except KeyboardInterrupt as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second interrupt during the exit would end it as killed, not 130
         hint = str(e).strip()  # credo.errors.Interrupted says how to resume
         sys.stderr.write(f"interrupted{': ' + hint if hint else ''}\n")
         sys.exit(130)

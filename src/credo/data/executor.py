@@ -7,6 +7,7 @@ interrupted picks up where it stopped when the same command is given again.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ class RunConfig:
             raise DataError(f"unknown executor {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.tasks < 1 or self.workers < 1:
             raise DataError("--tasks and --workers must be at least 1")
+        if self.backend == "ray" and importlib.util.find_spec("ray") is None:  # found, not imported: Ray is slow to import
+            raise DataError("the ray executor needs Ray, which is not installed: pip install ray")
 
 
 @dataclass
@@ -61,6 +64,7 @@ def _executor(stage: Stage, cfg: RunConfig, logs: Path, depends: Any) -> Any:
                                      job_name=f"credo-{stage.name}", **cfg.slurm)
     from datatrove.executor import RayPipelineExecutor
 
+    # the cluster is the one ray.init() joined (RAY_ADDRESS) or, with none, a local one on this machine's cores
     return RayPipelineExecutor(stage.steps, tasks=tasks, logging_dir=logging_dir, depends=depends)
 
 

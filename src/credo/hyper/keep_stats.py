@@ -7,6 +7,11 @@ downloads nothing, so the generic text is the base's own: continuations it sampl
 too little text. The moments depend only on the base, so they are computed once, kept on disk per base
 (`~/.cache/credo/hyper/`), and a compile reads them in milliseconds. The file is a cache:
 a corrupt one is recomputed, never trusted.
+
+Writing the text is most of a first compile (the 262k-wide head runs 96 times over 192 rows). For the embedded base the
+text ships with credo (`credo/assets/keep-*.safetensors`, 75 kB of token ids, written by `python -m
+credo.hyper.keep_stats` in float32), so its first compile only takes the moments, and every machine fits the same text
+whatever precision it samples in; any other base writes its own.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from credo.base import cache_dir
 from credo.fsutil import save_tensors_atomic
@@ -26,8 +33,6 @@ from credo.hyper.texts import NEUTRAL_PROSE
 from credo.runtime.precision import compute
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from credo.base import Base
 
 # Openings in many registers; the base writes on from each (SAMPLES times, 96 tokens), so the moments see the kinds of
@@ -47,10 +52,33 @@ SAMPLE_TOKENS = 96
 TOP_K = 40
 
 
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def _recipe() -> str:
+    return hashlib.sha256(json.dumps([OPENINGS, SAMPLES, SAMPLE_TOKENS, TOP_K]).encode()).hexdigest()[:8]
+
+
 def _path(base: Base) -> Path:
-    """Per base, and per recipe: a change to the openings, the sample count or length, or the prose is a new file."""
-    recipe = hashlib.sha256(json.dumps([OPENINGS, SAMPLES, SAMPLE_TOKENS, NEUTRAL_PROSE]).encode()).hexdigest()[:8]
+    """Per base, and per recipe: a change to the openings, the sample count or length, or the prose is a new file (and
+    one whose text shipped is apart from one that wrote its own)."""
+    recipe = hashlib.sha256(json.dumps([_recipe(), NEUTRAL_PROSE, _shipped_path(base).is_file()]).encode()).hexdigest()[:8]
     return cache_dir() / "hyper" / f"keep-{base.sha256[:16]}-{recipe}.safetensors"
+
+
+def _shipped_path(base: Base) -> Path:
+    return ASSETS / f"keep-{base.sha256[:16]}-{_recipe()}.safetensors"
+
+
+def _shipped(base: Base) -> list[list[int]] | None:
+    """The base's samples as shipped with credo (None when this base has none)."""
+    path = _shipped_path(base)
+    if not path.is_file():
+        return None
+    t = load_file(str(path))
+    flat, lengths = t["ids"].tolist(), t["lengths"].tolist()
+    bounds = [0] + torch.tensor(lengths).cumsum(0).tolist()
+    return [flat[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def keep_moments(base: Base, modules: dict[str, torch.nn.Linear]) -> dict[str, torch.Tensor]:
@@ -89,10 +117,15 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
 def _corpus(base: Base, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The generic text as right-padded ids (rows, T) and lengths: the prose, then the base's samples (seeded)."""
     rows = [base.encode(t, bos=True) for t in NEUTRAL_PROSE]
-    starts = [base.encode(o, bos=True) for o in OPENINGS for _ in range(SAMPLES)]
-    rows += _sample(base, starts, SAMPLE_TOKENS, TOP_K, torch.Generator(device=base.device).manual_seed(0), dtype)
+    rows += _shipped(base) or _samples(base, dtype)
     b = make_batch(rows, [0] * len(rows), base.tokenizer.pad_token_id or 0)
     return b.ids, torch.tensor(b.lengths)
+
+
+def _samples(base: Base, dtype: torch.dtype) -> list[list[int]]:
+    """The base's own continuations of the openings, seeded: a base always writes the same ones on one machine."""
+    starts = [base.encode(o, bos=True) for o in OPENINGS for _ in range(SAMPLES)]
+    return _sample(base, starts, SAMPLE_TOKENS, TOP_K, torch.Generator(device=base.device).manual_seed(0), dtype)
 
 
 def _sample(base: Base, starts: list[list[int]], tokens: int, top_k: int, gen: torch.Generator, dtype: torch.dtype) -> list[list[int]]:
@@ -152,6 +185,23 @@ def _moments(base: Base, modules: dict[str, torch.nn.Linear], ids: torch.Tensor,
     return {name: (s / max(count, 1)).cpu().contiguous() for name, s in sums.items()}
 
 
+def write_shipped(base: Base) -> Path:
+    """Write the base's samples, taken in float32, into credo's assets: what `python -m credo.hyper.keep_stats` does
+    for the embedded base (rerun it when the recipe above changes, and commit the file)."""
+    rows = _samples(base, torch.float32)
+    path = _shipped_path(base)
+    save_tensors_atomic(path, {"ids": torch.tensor([t for r in rows for t in r], dtype=torch.int32),
+                               "lengths": torch.tensor([len(r) for r in rows], dtype=torch.int32)})
+    return path
+
+
 def forget(base: Base) -> None:
     """Drop the cached moments and text (a first compile on a new base, for benchmarks)."""
     _path(base).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    from credo.base import load_base
+
+    with torch.inference_mode():
+        print(write_shipped(load_base(None)))

@@ -66,19 +66,21 @@ def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context:
     for lo in range(0, len(rows_all), batch):
         part_prompts = rows_all[lo : lo + batch]
         limits = [tokens if lo + i < len(prompts) else 1 for i in range(len(part_prompts))]
-        held: list[list[int]] = []  # per forward call, the prompt each batch row answers (finished rows leave the batch)
+        held: list[list[int]] = []  # per forward call, the prompt each of its rows answers (finished rows leave the batch)
         part = [a.ids[:tokens] for a in runner.generate_batch(part_prompts, tokens, topk=0, on_step=lambda a: held.append(list(a)), limits=limits)]
         answers += part
-        # forward call s fed the prompt's end (s = 0) or answer token s - 1: row r needs calls 0 .. len(answer r) - 1
-        offsets = [0]
+        # a row's k-th appearance in a forward call fed the prompt's end (k = 0) or answer token k - 1: row r needs its
+        # first len(answer r) appearances; the prefill may take several calls (rows grouped by length)
+        seen: list[list[int]] = [[] for _ in part]  # per row, its outputs' indices in the calls' concatenation
+        flat = 0
         for rows in held:
-            offsets.append(offsets[-1] + len(rows))
-        picks = sorted((r, s, offsets[s] + j) for s, rows in enumerate(held) for j, r in enumerate(rows)
-                       if s < len(part[r]) and lo + r < len(prompts))
-        index = torch.tensor([k for _, _, k in picks], dtype=torch.long)  # by prompt, then call: each row's positions in order
+            for j, r in enumerate(rows):
+                seen[r].append(flat + j)
+            flat += len(rows)
+        index = torch.tensor([k for r in range(len(part)) if lo + r < len(prompts) for k in seen[r][: len(part[r])]], dtype=torch.long)
         for name in modules:
             got[name].append(torch.cat(steps[name])[index])
-        first.append(finals[0])
+        first.append(torch.cat(finals)[torch.tensor([s[0] for s in seen])])
     finals_all = torch.cat(first)
     outputs = {name: torch.cat(rows) for name, rows in got.items()}
     return Recorded(answers[: len(prompts)], outputs, finals_all[: len(prompts)], finals_all[len(prompts) :] if look else None)

@@ -2,7 +2,8 @@
 
 `layer.json` lists the SHA-256 of every other file in the folder and carries a checksum of its own content. A folder
 with a file that is not listed (or listed and different, or missing), or a `layer.json` whose content does not match its
-checksum or has a field of the wrong type, is corrupt: nothing a layer loads goes unverified.
+checksum or has a field of the wrong type, is corrupt: nothing a layer loads goes unverified. The model card, README.md
+(`credo.layers.card`), is the exception: written with the folder, read by no loader, so neither listed nor checked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from credo.errors import BaseMismatchError, CredoError, LayerError
-from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable, sha256_file
+from credo.fsutil import NotReplaceable, atomic_dir, check_replaceable, sha256_file, write_text_atomic
+from credo.layers.card import CARD_FILE, model_card
 from credo.layers.layer import Layer, LayerInfo
 from credo.layers.registry import get_kind
 from credo.manifesto import Manifesto
@@ -40,6 +42,7 @@ def save_layer(layer: Layer, folder: str | Path, overwrite: bool = False) -> Pat
             (tmp / MANIFESTO_FILE).write_text(layer.manifesto.text, encoding="utf-8")
             layer.save_payload(tmp)
             layer.info.files = _write_info(tmp, layer.info.to_json())["files"]
+            write_text_atomic(tmp / CARD_FILE, model_card(layer, tmp, folder.name))
     except FileExistsError as e:
         raise CredoError(str(e)) from None
     return folder
@@ -74,12 +77,12 @@ def _write_info(folder: Path, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _payload_files(folder: Path) -> list[str]:
-    """Every file in the folder that a layer.json lists: all but layer.json files (a stacked layer's parts have their own)
-    and hidden files (which no loader reads)."""
+    """Every file in the folder that a layer.json lists: all but layer.json files (a stacked layer's parts have their own),
+    model cards (README.md, which users edit and no loader reads) and hidden files (which no loader reads either)."""
     return [
         p.relative_to(folder).as_posix()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != LAYER_JSON and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if p.is_file() and p.name not in (LAYER_JSON, CARD_FILE) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     ]
 
 

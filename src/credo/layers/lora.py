@@ -3,7 +3,8 @@
 One set of weights, three ways to use it:
 - `applied(model)`: forward hooks add scale·B·A·x to each target module while active; the base weights are never touched.
 - `adapter_config.json` + `adapter_model.safetensors` (`LoraWeights.to_peft` / `from_peft`): the PEFT format, so
-  `peft.PeftModel.from_pretrained` and vLLM load the folder unchanged.
+  `peft.PeftModel.from_pretrained`, vLLM, SGLang and LoRAX load the folder unchanged; every export is first judged by
+  `credo.layers.serving_check`, and one that no serving engine would load is refused before anything is written.
 - `lora.gguf` (`LoraWeights.to_gguf` / `from_gguf`): a llama.cpp LoRA adapter (tensors `blk.N.attn_q.weight.lora_a` /
   `.lora_b`, `adapter.lora.alpha`). Engines load the file the payload wrote; none parses these files itself.
 
@@ -26,6 +27,7 @@ from safetensors.torch import load_file
 from credo.errors import LayerError, one_line
 from credo.fsutil import save_tensors_atomic, write_text_atomic, written_atomically
 from credo.layers.layer import Layer, LayerInfo
+from credo.layers.serving_check import FAMILIES, ServingReport, check_adapter
 
 if TYPE_CHECKING:
     from credo.manifesto import Manifesto
@@ -35,8 +37,11 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LORA_GGUF = "lora.gguf"
 PEFT_PREFIX = "base_model.model."
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Hugging Face model_type -> llama.cpp architecture name, for the GGUF export.
-GGUF_ARCH = {"gemma3_text": "gemma3", "gemma3": "gemma3", "gemma2": "gemma2", "gemma": "gemma", "llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+# Hugging Face model_type -> llama.cpp architecture name, for the GGUF export (the families' table is serving_check's).
+GGUF_ARCH = {t: f.gguf_arch for f in FAMILIES.values() for t in f.model_types}
+REORDERED_ROPE = {"llama"}  # llama.cpp architectures whose converter reorders q/k rows (NORM rope); the others keep them
+ROPE_HEAD_DIM_KEY = "credo.lora.rope_head_dim"  # set when q/k rows were reordered, so from_gguf can put them back
+_ROTATED = re.compile(r"\.(q_proj|k_proj)$")
 _KEY = re.compile(r"^(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$")
 
 
@@ -82,7 +87,7 @@ class LoraWeights:
             lin = model.get_submodule(path)
             a[path] = (torch.randn(r, lin.in_features, generator=gen) / lin.in_features**0.5).float()
             b[path] = torch.zeros(lin.out_features, r)
-        return cls(r=r, alpha=float(alpha if alpha is not None else r), a=a, b=b, arch=gguf_arch(model))
+        return cls(r=r, alpha=float(alpha if alpha is not None else r), a=a, b=b, arch=gguf_arch(model), extra=export_facts(model))
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.a[m] for m in self.modules] + [self.b[m] for m in self.modules]
@@ -115,8 +120,8 @@ class LoraWeights:
         return self.scale * self.b[module] @ self.a[module]
 
     # --- PEFT ---------------------------------------------------------------------------------------------------
-    def to_peft(self, folder: Path) -> None:
-        """adapter_config.json through peft's own LoraConfig, so the keys are the ones peft and vLLM expect."""
+    def peft_config(self) -> dict[str, Any]:
+        """adapter_config.json's content, through peft's own LoraConfig, so the keys are the ones peft and the engines read."""
         from peft import LoraConfig
 
         config = LoraConfig(
@@ -132,8 +137,27 @@ class LoraWeights:
         for key, value in list(data.items()):  # sets are not JSON; peft writes them as lists too
             if isinstance(value, set):
                 data[key] = sorted(value)
+        return data
+
+    def serving_report(self, config: dict[str, Any] | None = None) -> ServingReport:
+        """What vLLM, SGLang and LoRAX make of this adapter as `to_peft` writes it (flags each needs, what none fixes)."""
+        n_layers = self.extra.get("n_layers")
+        return check_adapter(config if config is not None else self.peft_config(), self.state_names(), self.arch,
+                             n_layers if isinstance(n_layers, int) else None)
+
+    def state_names(self) -> list[str]:
+        return [f"{PEFT_PREFIX}{m}.lora_{part}.weight" for m in self.modules for part in ("A", "B")]
+
+    def to_peft(self, folder: Path) -> ServingReport:
+        """Write the PEFT adapter, after the serving check: one that no serving engine would load is a one-line
+        LayerError and nothing is written; problems for some engines only are returned (the model card shows them)."""
+        data = self.peft_config()
+        report = self.serving_report(data)
+        if not report.loads_somewhere:
+            raise LayerError(f"refusing to export a LoRA that no serving engine loads: {report.problem_line()} (docs/serving.md)")
         write_text_atomic(folder / ADAPTER_CONFIG, json.dumps(data, indent=2, sort_keys=True) + "\n")
         save_tensors_atomic(folder / ADAPTER_WEIGHTS, self.state(), metadata={"format": "pt"})
+        return report
 
     @classmethod
     def from_peft(cls, folder: Path) -> LoraWeights:
@@ -163,18 +187,22 @@ class LoraWeights:
             raise LayerError(f"gguf does not know the architecture {self.arch!r}")
         n_blocks = 1 + max((int(m.group(1)) for p in self.modules if (m := re.search(r"\.layers\.(\d+)\.", p))), default=0)
         names = gguf.get_tensor_name_map(arch, n_blocks)
+        head_dim = self._rope_head_dim()
         tensors = {}
         for m in self.modules:
             name = names.get_name(m)
             if name is None:
                 raise LayerError(f"no llama.cpp tensor name for module {m}")
+            b = _rope_rows(self.b[m].detach().float(), head_dim) if head_dim and _ROTATED.search(m) else self.b[m].detach().float()
             tensors[f"{name}.weight.lora_a"] = self.a[m].detach().float().contiguous().numpy()
-            tensors[f"{name}.weight.lora_b"] = self.b[m].detach().float().contiguous().numpy()
+            tensors[f"{name}.weight.lora_b"] = b.contiguous().numpy()
         with written_atomically(Path(path)) as tmp:
             writer = gguf.GGUFWriter(str(tmp), self.arch)
             writer.add_type(gguf.GGUFType.ADAPTER)
             writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
             writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(self.alpha))
+            if head_dim:
+                writer.add_uint32(ROPE_HEAD_DIM_KEY, head_dim)
             for name, t in tensors.items():
                 writer.add_tensor(name, t)
             writer.write_header_to_file()
@@ -191,6 +219,7 @@ class LoraWeights:
             reader = gguf.GGUFReader(str(path))
             arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
             alpha = float(reader.fields[gguf.Keys.Adapter.LORA_ALPHA].parts[-1][0])
+            head_dim = int(reader.fields[ROPE_HEAD_DIM_KEY].parts[-1][0]) if ROPE_HEAD_DIM_KEY in reader.fields else 0
             tensors = {t.name: torch.from_numpy(t.data.copy()).reshape([int(x) for x in reversed(t.shape)]) for t in reader.tensors}
         except Exception as e:  # gguf raises ValueError, KeyError, struct.error and more on a bad file
             raise LayerError(f"cannot read LoRA adapter {path}: {one_line(e)}") from None
@@ -207,7 +236,18 @@ class LoraWeights:
             (a if part == "a" else b)[hf[stem]] = t.float()
         if set(a) != set(b):
             raise LayerError(f"{path} is corrupt: modules {sorted(set(a) ^ set(b))} lack an A or a B")
-        return cls(r=next(iter(a.values())).shape[0], alpha=alpha, a=a, b=b, arch=arch)
+        if head_dim:
+            b = {m: _rope_rows(t, head_dim, back=True) if _ROTATED.search(m) else t for m, t in b.items()}
+        return cls(r=next(iter(a.values())).shape[0], alpha=alpha, a=a, b=b, arch=arch, extra={"head_dim": head_dim} if head_dim else {})
+
+    def _rope_head_dim(self) -> int:
+        """The head size by which q_proj/k_proj rows are reordered for llama.cpp (0: this architecture needs none)."""
+        if self.arch not in REORDERED_ROPE or not any(_ROTATED.search(m) for m in self.modules):
+            return 0
+        head_dim = self.extra.get("head_dim")
+        if not isinstance(head_dim, int) or head_dim < 2:
+            raise LayerError(f"cannot write lora.gguf for {self.arch}: its q/k rows need the head size, which this adapter does not record")
+        return head_dim
 
 
 def target_paths(model: torch.nn.Module, targets: tuple[str, ...] | list[str], layers: list[int] | None = None) -> list[str]:
@@ -227,6 +267,24 @@ def target_paths(model: torch.nn.Module, targets: tuple[str, ...] | list[str], l
 
 def gguf_arch(model: torch.nn.Module) -> str:
     return GGUF_ARCH.get(getattr(getattr(model, "config", None), "model_type", ""), "")
+
+
+def export_facts(model: torch.nn.Module) -> dict[str, int]:
+    """What an export needs to know of the model beyond the weights: its decoder layer count (LoRAX's rule) and head
+    size (llama.cpp's Llama reorders q/k rows per head)."""
+    config = getattr(model, "config", None)
+    facts = {"n_layers": getattr(config, "num_hidden_layers", None)}
+    heads = getattr(config, "num_attention_heads", None)
+    facts["head_dim"] = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
+    return {k: v for k, v in facts.items() if isinstance(v, int)}
+
+
+def _rope_rows(b: torch.Tensor, head_dim: int, back: bool = False) -> torch.Tensor:
+    """lora_b's rows in llama.cpp's order for a rotary projection: llama.cpp's Llama rotates adjacent pairs where
+    transformers rotates the two halves of each head, so its converter interleaves the halves (`back` undoes it)."""
+    heads = b.shape[0] // head_dim
+    shape = (heads, head_dim // 2, 2, -1) if back else (heads, 2, head_dim // 2, -1)
+    return b.reshape(shape).transpose(1, 2).reshape(b.shape)
 
 
 @contextlib.contextmanager
@@ -285,6 +343,7 @@ class LoraLayer(Layer):
     def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> LoraLayer:
         weights = LoraWeights.from_peft(folder)
         weights.arch = str(info.params.get("gguf_arch", ""))
+        weights.extra.update({k: info.params[k] for k in ("n_layers", "head_dim") if isinstance(info.params.get(k), int)})
         return cls(info, manifesto, weights)
 
     @contextlib.contextmanager
@@ -298,3 +357,4 @@ class LoraLayer(Layer):
         info.params.update(
             r=weights.r, lora_alpha=weights.alpha, target_modules=weights.target_modules, lora_params=weights.n_params, gguf_arch=weights.arch
         )
+        info.params.update({k: weights.extra[k] for k in ("n_layers", "head_dim") if isinstance(weights.extra.get(k), int)})

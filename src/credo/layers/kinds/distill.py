@@ -10,6 +10,10 @@ learning rate, warm-up and clipping, and the adapter of the best validation step
 Work goes to a folder keyed by base, manifesto and settings (teacher answers, then a checkpoint every few steps, all
 safetensors + json): interrupting and rerunning the same compile resumes where it stopped. `budget` bounds the training
 in minutes (`10m`) or steps (`200`).
+
+Under `accelerate launch` (or `torchrun`) the processes share one run (`Team`): each step's batch is split between them
+and their gradients summed, so N processes take the steps one would, N times as fast; the main process answers as the
+teacher first (the others read its cached answers), keeps the clock and alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from credo.runtime.teacher import (
     teacher_answers,
     work_dir,
 )
+from credo.runtime.team import Team
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -163,8 +168,10 @@ def batch_for(step: int, n: int, batch: int, seed: int) -> list[int]:
 class Trainer:
     """Trains one LoRA against cached teacher answers, checkpointing into `work` so that a rerun resumes."""
 
-    def __init__(self, base: Base, config: DistillConfig, work: Path, student_hooks: Hooks = no_hooks, student_context: str = ""):
+    def __init__(self, base: Base, config: DistillConfig, work: Path, student_hooks: Hooks = no_hooks, student_context: str = "",
+                 team: Team | None = None):
         self.base, self.config, self.work = base, config, work
+        self.team = team or Team.of(base)
         self.student_hooks, self.student_context = student_hooks, student_context
         targets = tuple(config.targets)
         self.weights = LoraWeights.init(base.model, r=config.r, alpha=config.alpha, targets=targets, seed=config.seed)
@@ -183,8 +190,16 @@ class Trainer:
             tensors, self.progress = found
             if "best.0" in tensors:
                 self.best = [tensors[f"best.{i}"] for i in range(len(self.weights.parameters()))]
+        if self.team.size > 1:  # every process reads the main one's checkpoint: they must all have found the same one
+            lost = float(self.team.agree(self.progress.step) != self.progress.step)
+            if float(self.team.total(torch.tensor([lost], dtype=torch.float64))) > 0:
+                raise CredoError(f"distill: the processes found different checkpoints in {self.work}; "
+                                 "put CREDO_CACHE on a folder every process shares")
 
     def save(self) -> None:
+        """Write the checkpoint (the main process alone: the others hold the same weights)."""
+        if not self.team.main:
+            return
         extra = {f"best.{i}": t.contiguous() for i, t in enumerate(self.best or [])}
         save_checkpoint(self.work, self.weights.parameters(), self.opt, self.progress, self.config, extra)
 
@@ -199,10 +214,37 @@ class Trainer:
 
     @torch.no_grad()
     def validation_kl(self, prompts: list[str], answers: list[Answer]) -> float:
-        size = self.config.batch * 2
+        """Token-weighted KL over the validation prompts, each process scoring its share of them."""
+        size, tokens = self.config.batch * 2, max(sum(len(a.ids) for a in answers), 1)
+        prompts, answers = self.team.shard(prompts), self.team.shard(answers)
         total = sum(float(self.loss(prompts[i : i + size], answers[i : i + size])) * sum(len(a.ids) for a in answers[i : i + size])
                     for i in range(0, len(prompts), size))
-        return total / max(sum(len(a.ids) for a in answers), 1)
+        if self.team.size > 1:
+            total = float(self.team.total(torch.tensor([total], dtype=torch.float64)))
+        return total / tokens
+
+    def step_loss(self, prompts: list[str], answers: list[Answer]) -> float:
+        """Gradients of the batch's loss left on the weights, and the loss. A team splits the batch: each process weighs
+        its share's loss by its share of the tokens, and the summed gradients are those of the whole batch."""
+        params = self.weights.parameters()
+        self.opt.zero_grad(set_to_none=True)
+        if self.team.size == 1:
+            loss = self.loss(prompts, answers)
+            loss.backward()
+            return loss.detach().item()
+        share = self.team.shard(list(range(len(prompts))))
+        local = torch.zeros((), device=self.team.device)
+        if share:  # a batch smaller than the team leaves some processes without a prompt: they add zeros
+            mine = [answers[i] for i in share]
+            local = self.loss([prompts[i] for i in share], mine) * (sum(len(a.ids) for a in mine) / max(sum(len(a.ids) for a in answers), 1))
+            local.backward()
+        flat = torch.cat([(t.grad if t.grad is not None else torch.zeros_like(t)).reshape(-1) for t in params] + [local.detach().reshape(1)])
+        flat = self.team.total(flat)
+        at = 0
+        for t in params:
+            t.grad = flat[at : at + t.numel()].view_as(t).to(t.dtype)
+            at += t.numel()
+        return float(flat[-1])
 
     def _validate(self, val: tuple[list[str], list[Answer]]) -> None:
         """Small models over-fit a few dozen prompts fast: track held-apart KL and remember the best adapter."""
@@ -217,7 +259,7 @@ class Trainer:
               val: tuple[list[str], list[Answer]] | None = None) -> Progress:
         """Train until the budget is spent; with `val`, the weights left at the end are those of the best validation step."""
         p = self.progress
-        bar = tqdm(total=budget.steps, initial=p.step, desc=label, disable=not progress, leave=False, unit="step")
+        bar = tqdm(total=budget.steps, initial=p.step, desc=label, disable=not progress or not self.team.main, leave=False, unit="step")
         session = time.perf_counter()
         offset = p.seconds
         with frozen(self.base.model), _save_on_interrupt(self):
@@ -227,15 +269,12 @@ class Trainer:
                 for group in self.opt.param_groups:
                     group["lr"] = learning_rate(self.config, p.step, budget.fraction(p.step, p.seconds))
                 idx = batch_for(p.step, len(prompts), self.config.batch, self.config.seed)
-                loss = self.loss([prompts[i] for i in idx], [answers[i] for i in idx])
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                value = self.step_loss([prompts[i] for i in idx], [answers[i] for i in idx])
                 if self.config.clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.weights.parameters(), self.config.clip)
                 self.opt.step()
                 p.step += 1  # right after the update, so an interrupt never saves one without the other
-                p.seconds = offset + time.perf_counter() - session
-                value = loss.detach().item()
+                p.seconds = self.team.agree(offset + time.perf_counter() - session)  # one clock: every process stops at one step
                 p.losses.append(round(value, 5))
                 bar.update(1)
                 bar.set_postfix(kl=f"{value:.3f}", min=f"{p.seconds / 60:.1f}")
@@ -303,12 +342,15 @@ def _save_on_interrupt(trainer: Trainer) -> Iterator[None]:
         raise
 
 
-def _teacher_seconds(work: Path, spent: float) -> float:
-    """Teacher time summed over sessions (a resumed run finds its answers cached but still counts what they cost)."""
+def _teacher_seconds(work: Path, spent: float, team: Team | None = None) -> float:
+    """Teacher time summed over sessions (a resumed run finds its answers cached but still counts what they cost); in a
+    team, the main process's count, the only one written."""
+    if team is not None and not team.main:
+        return team.agree(0.0)
     path = work / "teacher.json"
     total = (json.loads(path.read_text())["seconds"] if path.is_file() else 0.0) + spent
     write_text_atomic(path, json.dumps({"seconds": round(total, 2)}))
-    return total
+    return team.agree(total) if team is not None else total
 
 
 @torch.no_grad()
@@ -334,13 +376,15 @@ def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Bud
     # the prompt list is part of the key: a changed pool (or split) starts a fresh run instead of resuming a stale one
     work = work_dir("distill", base.sha256, context, lower_tag(lower), label, key, "\n".join(prompts))
     teacher = Runner(base, context, low_hooks, batch=config.teacher_batch)
+    team = Team.of(base)
     t0 = time.perf_counter()
-    answers = teacher_answers(teacher, prompts, config.answer_tokens, config.topk, work / ANSWERS,
-                              progress=f"{label}: teacher answers" if progress else "")
-    teacher_seconds = _teacher_seconds(work, time.perf_counter() - t0)
+    with team.main_first():
+        answers = teacher_answers(teacher, prompts, config.answer_tokens, config.topk, work / ANSWERS,
+                                  progress=f"{label}: teacher answers" if progress and team.main else "")
+    teacher_seconds = _teacher_seconds(work, time.perf_counter() - t0, team)
     if budget.minutes is not None:  # a budget in minutes covers the whole compile: training gets what the teacher left
         budget = Budget(minutes=max(budget.minutes - teacher_seconds / 60, 1e-3))
-    trainer = Trainer(base, config, work, low_hooks, low_ctx)
+    trainer = Trainer(base, config, work, low_hooks, low_ctx, team)
     resumed = trainer.progress.step
     fit, held = validation_split(len(prompts), config.validate)
     val = ([prompts[i] for i in held], [answers[i] for i in held])

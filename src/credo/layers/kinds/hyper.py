@@ -33,7 +33,7 @@ from credo.hyper.diff import clause_changes, previous_folder_of, read_previous
 from credo.hyper.keep_stats import keep_moments
 from credo.hyper.texts import answers_for
 from credo.layers.layer import LayerInfo
-from credo.layers.lora import LoraLayer, LoraWeights, gguf_arch, lora_hooks
+from credo.layers.lora import LoraLayer, LoraWeights, export_facts, gguf_arch, lora_hooks
 from credo.layers.registry import register
 from credo.manifesto import manifesto_context
 from credo.probes import probes as all_probes
@@ -170,7 +170,8 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     a, b = result.A, result.B
     if c.strength != 1.0:
         b = {k: v * c.strength for k, v in b.items()}  # folded into B so lora_alpha stays = rank (scale 1), as llama.cpp reads it
-    weights = LoraWeights(r=rank, alpha=float(rank), a=a, b=b, arch=gguf_arch(model), base_model=base.name)
+    weights = LoraWeights(r=rank, alpha=float(rank), a=a, b=b, arch=gguf_arch(model), base_model=base.name,
+                          extra=export_facts(model))
     figures: dict = {
         "method": c.method,
         "train_probes": n_train,

@@ -12,6 +12,10 @@ Checkpoints are credo's own (safetensors + json under the compile's work folder)
 Ctrl-C; TRL's (pickled optimizer state) are never written or read. A rerun of the same compile resumes, and the data
 order is a function of the step, so a resumed run sees what an unbroken one would. TRL is imported only here, and only
 when one of these kinds compiles.
+
+Under `accelerate launch` TRL's trainer runs data-parallel itself; credo keeps `batch` the whole step's batch (split
+between the processes, as `distill` does), lets the main process alone answer first and write checkpoints, and gives
+every process the main one's clock, so a budget in minutes stops them all at the same step.
 """
 
 from __future__ import annotations
@@ -45,9 +49,10 @@ from credo.layers.kinds.distill import (
     save_checkpoint,
     training_prompts,
 )
-from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, gguf_arch
+from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, export_facts, gguf_arch
 from credo.manifesto import manifesto_context
 from credo.runtime.teacher import Answer, Runner, frozen, teacher_answers, work_dir
+from credo.runtime.team import Team
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -99,9 +104,11 @@ def answers(base: Base, context: str, prompts: list[str], config: RetrainConfig,
     Cached by base, context, length and prompt set alone, so `sft` and `dpo` of one manifesto share them."""
     work = work_dir("retrain-answers", base.sha256, context, str(config.answer_tokens), "\n".join(prompts))
     runner = Runner(base, context, batch=config.teacher_batch)
+    team = Team.of(base)
     start = time.perf_counter()
-    out = teacher_answers(runner, prompts, config.answer_tokens, 1, work / "answers.safetensors", progress=label if progress else "")
-    return out, _teacher_seconds(work, time.perf_counter() - start)
+    with team.main_first():  # the other processes read what the main one cached
+        out = teacher_answers(runner, prompts, config.answer_tokens, 1, work / "answers.safetensors", progress=label if progress and team.main else "")
+    return out, _teacher_seconds(work, time.perf_counter() - start, team)
 
 
 def prompt_ids(base: Base, prompt: str) -> list[int]:
@@ -138,8 +145,8 @@ def lora_parameters(model: torch.nn.Module) -> dict[tuple[str, str], torch.nn.Pa
 class Session:
     """One TRL run on one compile: its optimizer and schedule, its clock, its checkpoint (resumed if there is one)."""
 
-    def __init__(self, model: torch.nn.Module, config: RetrainConfig, work: Path, budget: Budget, init: LoraWeights):
-        self.config, self.work, self.budget = config, work, budget
+    def __init__(self, model: torch.nn.Module, config: RetrainConfig, work: Path, budget: Budget, init: LoraWeights, team: Team):
+        self.config, self.work, self.budget, self.team = config, work, budget, team
         self.lora = lora_parameters(model)
         if {m for m, _ in self.lora} != set(init.modules):
             raise CredoError(f"{config.kind}: TRL's LoRA targets other modules than credo's ({len(self.lora) // 2} against {len(init.modules)})")
@@ -151,13 +158,15 @@ class Session:
                 p.copy_((init.a if part == "A" else init.b)[m])
         self._resume()
         self.resumed, self.offset, self.session = self.progress.step, self.progress.seconds, time.perf_counter()
+        self.agreed = self.progress.seconds  # a team's clock, set at each step's end to the main process's
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
         self.bar: tqdm | None = None
 
     def _lr_factor(self, k: int) -> float:
         """Distill's schedule, driven by the global step and the time spent (LambdaLR counts steps from this session)."""
         step = self.resumed + k
-        return learning_rate(self.config, step, self.budget.fraction(step, self.seconds())) / self.config.lr  # type: ignore[arg-type]
+        seconds = self.seconds() if self.team.size == 1 else self.agreed  # the same on every process, so their lr are too
+        return learning_rate(self.config, step, self.budget.fraction(step, seconds)) / self.config.lr  # type: ignore[arg-type]
 
     def seconds(self) -> float:
         return self.offset + time.perf_counter() - self.session
@@ -173,6 +182,9 @@ class Session:
             self.progress = found[1]
 
     def save(self) -> None:
+        """Write the checkpoint (the main process alone: the others hold the same weights)."""
+        if not self.team.main:
+            return
         p = self.progress
         p.step, p.seconds = self.steps_done() or p.step, self.seconds()
         save_checkpoint(self.work, self.params, self.opt, p, self.config)
@@ -180,7 +192,8 @@ class Session:
     def weights(self, base: Base) -> LoraWeights:
         a = {m: t.detach().clone().float() for (m, part), t in self.lora.items() if part == "A"}
         b = {m: t.detach().clone().float() for (m, part), t in self.lora.items() if part == "B"}
-        return LoraWeights(r=self.config.r, alpha=float(self.config.alpha), a=a, b=b, arch=gguf_arch(base.model), base_model=base.spec)
+        return LoraWeights(r=self.config.r, alpha=float(self.config.alpha), a=a, b=b, arch=gguf_arch(base.model), base_model=base.spec,
+                           extra=export_facts(base.model))
 
     def callback(self, label: str, progress: bool) -> Any:
         """The TrainerCallback that keeps the clock, stops TRL when the budget is spent, and checkpoints."""
@@ -190,10 +203,12 @@ class Session:
 
         class Clock(TrainerCallback):  # type: ignore[misc]
             def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                run.bar = tqdm(total=run.budget.steps, initial=run.progress.step, desc=label, disable=not progress, leave=False, unit="step")
+                run.bar = tqdm(total=run.budget.steps, initial=run.progress.step, desc=label, disable=not progress or not run.team.main,
+                               leave=False, unit="step")
 
             def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-                run.progress.step, run.progress.seconds = run.steps_done(), run.seconds()
+                run.agreed = run.team.agree(run.seconds())
+                run.progress.step, run.progress.seconds = run.steps_done(), run.agreed
                 if run.budget.spent(run.progress.step, run.progress.seconds):
                     control.should_training_stop = True
 
@@ -214,13 +229,21 @@ class Session:
         return Clock()
 
 
-def trl_arguments(config: RetrainConfig, base: Base, work: Path, max_steps: int, progress: bool) -> dict[str, Any]:
-    """TrainingArguments both TRL configs take: credo's batch, clipping and seed; no TRL checkpoints, logs or hub."""
+def per_process_batch(config: RetrainConfig, processes: int) -> int:
+    """Each process's share of the step's `batch`: TRL gives every process the same number of rows."""
+    if config.batch % processes:
+        raise CredoError(f"{config.kind}: batch {config.batch} does not split evenly over {processes} processes; give a multiple of {processes}")
+    return config.batch // processes
+
+
+def trl_arguments(config: RetrainConfig, base: Base, work: Path, max_steps: int, progress: bool, processes: int = 1) -> dict[str, Any]:
+    """TrainingArguments both TRL configs take: credo's batch (split over `processes`), clipping and seed; no TRL
+    checkpoints, logs or hub."""
     mixed = base.device.type == "cuda" and torch.cuda.is_bf16_supported()
     return dict(
         output_dir=str(work / "trl"),
         max_steps=max_steps,
-        per_device_train_batch_size=config.batch,
+        per_device_train_batch_size=per_process_batch(config, processes),  # the step's batch stays `batch` however many processes share it
         gradient_accumulation_steps=1,
         learning_rate=config.lr,
         weight_decay=0.0,
@@ -240,6 +263,7 @@ def trl_arguments(config: RetrainConfig, base: Base, work: Path, max_steps: int,
         dataloader_pin_memory=False,
         remove_unused_columns=False,
         max_length=None,
+        ddp_find_unused_parameters=False,  # every LoRA tensor takes part in each step; True costs a graph walk per step
     )
 
 
@@ -266,6 +290,7 @@ class RetrainLayer(LoraLayer):
                 progress: bool = True) -> tuple[LoraWeights, Progress, dict[str, Any]]:
         """Answers (cached), then TRL training (resumable) until the budget is spent."""
         label = label or cls.kind
+        per_process_batch(config, Team.of(base).size)  # a batch the processes cannot share fails before any work
         prompts = training_prompts(manifesto, config.prompts, config.chat)
         if not prompts:
             raise CredoError(f"{cls.kind}: the manifesto yields no training prompts; add clauses or examples")
@@ -306,6 +331,7 @@ class RetrainLayer(LoraLayer):
         from peft import LoraConfig
         from transformers import PrinterCallback
 
+        team = Team.of(base)
         init = LoraWeights.init(base.model, r=config.r, alpha=config.alpha, targets=tuple(config.targets), seed=config.seed)
         peft = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=list(config.targets), lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
         done = _checkpoint_step(work)
@@ -319,9 +345,9 @@ class RetrainLayer(LoraLayer):
         with frozen(base.model), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # transformers' renamed settings, which TRL still reads by their old names
             model = shared_copy(base.model)
-            trainer = cls.trainer(model, config, trl_arguments(config, base, work, max(steps, 1), progress),
+            trainer = cls.trainer(model, config, trl_arguments(config, base, work, max(steps, 1), progress, team.size),
                                   IterableDataset.from_generator(stream), base.tokenizer, peft)
-            run = Session(trainer.model, config, work, budget, init)
+            run = Session(trainer.model, config, work, budget, init, team)
             trainer.optimizer, trainer.lr_scheduler = run.opt, run.schedule
             trainer.add_callback(run.callback(label, progress))
             trainer.remove_callback(PrinterCallback)  # credo's bar shows the loss; TRL would print every step's log dict

@@ -141,7 +141,8 @@ def merged_lora(parts: list[LoraWeights]) -> LoraWeights:
                 a_parts.append(torch.zeros(w.r, shape_a))
                 b_parts.append(torch.zeros(shape_b, w.r))
         a[m], b[m] = torch.cat(a_parts, 0), torch.cat(b_parts, 1)
-    return LoraWeights(r=r, alpha=float(r), a=a, b=b, arch=next((w.arch for w in parts if w.arch), ""), base_model=parts[0].base_model)
+    return LoraWeights(r=r, alpha=float(r), a=a, b=b, arch=next((w.arch for w in parts if w.arch), ""), base_model=parts[0].base_model,
+                       extra=next((w.extra for w in parts if w.extra), {}))
 
 
 def _shapes(parts: list[LoraWeights], module: str) -> tuple[int, int]:

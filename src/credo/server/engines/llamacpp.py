@@ -25,6 +25,7 @@ from credo.errors import CredoError, LayerError
 from credo.layers.layer import Layer as BaseLayer
 from credo.server.engines import register
 from credo.server.engines.base import Messages, PromptTooLong, RawText, Sampling
+from credo.tiny_gguf import gguf_for
 
 if TYPE_CHECKING:
     from credo.base import Base
@@ -60,12 +61,13 @@ class LlamaCppEngine:
 
     @classmethod
     def create(cls, base: Base, n_ctx: int = 4096, threads: int | None = None) -> LlamaCppEngine:
-        if base.gguf is None:
-            raise CredoError(f"base {base.name} has no GGUF file, so llama.cpp cannot serve it; use --engine torch")
         return cls(base, n_ctx=n_ctx, threads=threads)
     shares_torch_base = False
 
     def __init__(self, base: Base, n_ctx: int = 4096, threads: int | None = None, n_batch: int = 512):
+        gguf = gguf_for(base)  # a tiny random base gets one written (and cached) from its weights
+        if gguf is None:
+            raise CredoError(f"base {base.name} has no GGUF file, so llama.cpp cannot serve it; use --engine torch")
         import llama_cpp
         from llama_cpp import Llama
 
@@ -73,7 +75,7 @@ class LlamaCppEngine:
         self.base = base
         # swa_full keeps every position of the sliding-window layers, so a prefix of the KV memory can be kept and reused.
         self.llm = Llama(
-            str(base.gguf), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads or os.cpu_count(), swa_full=True, verbose=False
+            str(gguf), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads or os.cpu_count(), swa_full=True, verbose=False
         )
         self.n_ctx = n_ctx
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from credo.base import Base, cache_dir
 from credo.errors import BaseModelError
+from credo.families import Family, adjacent_pairs, family_of
 from credo.fsutil import written_atomically
 
 if TYPE_CHECKING:
@@ -45,32 +45,15 @@ FORMAT = "credo-tiny-gguf-1"  # part of the cache key: change it when the writte
 TINY_SPEC = re.compile(r"^tiny(-[a-z0-9]+)?:\d+$")  # what load_base reads as a tiny random base
 
 
-@dataclass(frozen=True)
-class Family:
-    """How one transformers model type maps onto a llama.cpp architecture: every family difference the writer knows."""
-
-    arch: str  # llama.cpp architecture name
-    gemma: bool = False  # norms x·(1+w), GELU-tanh MLP, queries scaled by llama.cpp's rule, sliding layers by a period
-    head_is_embedding: bool = False  # llama.cpp reads no output.weight for this architecture
-    rope_adjacent_pairs: bool = False  # llama.cpp ropes (x0, x1), (x2, x3)...: transformers' halves need a permutation
-    scale_in_q_norm: bool = False  # a query-scale difference can be folded into the per-head q norm (else it is refused)
-    size_27b_layers: int = 0  # the layer count at which llama.cpp takes the 27B attention scale
+WRITABLE = ("gemma3", "gemma2", "llama", "qwen2", "qwen3")  # the families this writer lays out (and tests)
 
 
-FAMILIES = {
-    "gemma3_text": Family("gemma3", gemma=True, scale_in_q_norm=True, size_27b_layers=62),
-    "gemma2": Family("gemma2", gemma=True, head_is_embedding=True, size_27b_layers=46),
-    "llama": Family("llama", rope_adjacent_pairs=True),
-    "qwen2": Family("qwen2"),
-    "qwen3": Family("qwen3"),
-}
-
-
-def family_of(base: Base) -> Family:
+def writable_family(base: Base) -> Family:
     model_type = getattr(base.model.config, "model_type", "")
-    if model_type not in FAMILIES:
-        raise BaseModelError(f"cannot write {base.name} as a GGUF: its model type {model_type!r} is not one of {', '.join(FAMILIES)}")
-    return FAMILIES[model_type]
+    family = family_of(model_type)
+    if family is None or family.name not in WRITABLE:
+        raise BaseModelError(f"cannot write {base.name} as a GGUF: its model type {model_type!r} is not one of {', '.join(WRITABLE)}")
+    return family
 
 
 def is_tiny(base: Base) -> bool:
@@ -104,12 +87,12 @@ def write_gguf(base: Base, path: Path) -> Path:
     nothing on disk, for what llama.cpp cannot compute the same way."""
     import gguf
 
-    family = family_of(base)
+    family = writable_family(base)
     config = base.model.config
     tensors = _tensors(base, family)
     vocab = _vocab(base)
     with written_atomically(Path(path)) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), family.arch)
+        writer = gguf.GGUFWriter(str(tmp), family.gguf_arch)
         writer.add_name(base.name)
         writer.add_file_type(gguf.LlamaFileType.ALL_F32)
         _add_hparams(writer, config, family)
@@ -177,7 +160,7 @@ def _add_hparams(writer: GGUFWriter, config: PretrainedConfig, family: Family) -
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_vocab_size(config.vocab_size)
     if getattr(config, "use_sliding_window", False):
-        raise BaseModelError(f"cannot write a GGUF for a sliding-window {family.arch}: llama.cpp's {family.arch} has none")
+        raise BaseModelError(f"cannot write a GGUF for a sliding-window {family.gguf_arch}: llama.cpp's {family.gguf_arch} has none")
     if family.gemma:
         layer_types = list(getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers)
         period = _swa_period(layer_types)
@@ -191,34 +174,27 @@ def _add_hparams(writer: GGUFWriter, config: PretrainedConfig, family: Family) -
             writer.add_final_logit_softcapping(config.final_logit_softcapping)
     activation = getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
     if activation != ("gelu_pytorch_tanh" if family.gemma else "silu"):
-        raise BaseModelError(f"cannot write a GGUF: llama.cpp's {family.arch} MLP is not {activation!r}")
+        raise BaseModelError(f"cannot write a GGUF: llama.cpp's {family.gguf_arch} MLP is not {activation!r}")
 
 
 # --- tensors ------------------------------------------------------------------------------------------------------
-def _rope_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Rows of q or k from transformers' rotate-half order to llama.cpp's adjacent pairs, per head: row j < d/2 of a
-    head goes to 2j, row d/2 + j to 2j + 1."""
-    d = w.shape[0] // n_head
-    return w.reshape(n_head, 2, d // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
-
-
 def _tensors(base: Base, family: Family) -> dict[str, np.ndarray]:
     import gguf
 
     model, config = base.model, base.model.config
-    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == family.arch)
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == family.gguf_arch)
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     head, embed = model.get_output_embeddings().weight, model.get_input_embeddings().weight
     tied = head is embed or head.data_ptr() == embed.data_ptr()
     if family.head_is_embedding and not tied:
-        raise BaseModelError(f"cannot write {base.name} as a GGUF: llama.cpp's {family.arch} takes its output head from "
+        raise BaseModelError(f"cannot write {base.name} as a GGUF: llama.cpp's {family.gguf_arch} takes its output head from "
                              "token_embd, and this model's head is untied")
     if tied:
         state.pop("lm_head.weight", None)
     fold = _query_fold(config, family)
     if not math.isclose(fold, 1.0, rel_tol=1e-6) and not family.scale_in_q_norm:
-        raise BaseModelError(f"cannot write {base.name} as a GGUF: llama.cpp's {family.arch} scales queries by "
+        raise BaseModelError(f"cannot write {base.name} as a GGUF: llama.cpp's {family.gguf_arch} scales queries by "
                              f"{_llama_cpp_query_scale(config, family):.6g}, this model by query_pre_attn_scalar**-0.5 = "
                              f"{float(config.query_pre_attn_scalar) ** -0.5:.6g}, and it has no query norm to fold the ratio into")
     out = {}
@@ -227,15 +203,15 @@ def _tensors(base: Base, family: Family) -> dict[str, np.ndarray]:
             continue
         name = names.get_name(key, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise BaseModelError(f"cannot write {base.name} as a GGUF: no {family.arch} tensor for {key}")
+            raise BaseModelError(f"cannot write {base.name} as a GGUF: no {family.gguf_arch} tensor for {key}")
         if family.gemma and key.endswith("norm.weight"):
             t = t + 1.0
         if key.endswith("self_attn.q_norm.weight"):
             t = t * fold
         if family.rope_adjacent_pairs and key.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias")):
-            t = _rope_permute(t, config.num_attention_heads)
+            t = adjacent_pairs(t, t.shape[0] // config.num_attention_heads)
         elif family.rope_adjacent_pairs and key.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias")):
-            t = _rope_permute(t, config.num_key_value_heads)
+            t = adjacent_pairs(t, t.shape[0] // config.num_key_value_heads)
         out[name] = t.contiguous().numpy()
     return out
 

@@ -25,9 +25,10 @@ import torch
 from safetensors.torch import load_file
 
 from credo.errors import LayerError, one_line
+from credo.families import FAMILIES, adjacent_pairs
 from credo.fsutil import save_tensors_atomic, write_text_atomic, written_atomically
 from credo.layers.layer import Layer, LayerInfo
-from credo.layers.serving_check import FAMILIES, ServingReport, check_adapter
+from credo.layers.serving_check import ServingReport, check_adapter
 
 if TYPE_CHECKING:
     from credo.manifesto import Manifesto
@@ -39,7 +40,7 @@ PEFT_PREFIX = "base_model.model."
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Hugging Face model_type -> llama.cpp architecture name, for the GGUF export (the families' table is serving_check's).
 GGUF_ARCH = {t: f.gguf_arch for f in FAMILIES.values() for t in f.model_types}
-REORDERED_ROPE = {"llama"}  # llama.cpp architectures whose converter reorders q/k rows (NORM rope); the others keep them
+REORDERED_ROPE = {f.gguf_arch for f in FAMILIES.values() if f.rope_adjacent_pairs}  # llama.cpp reorders their q/k rows
 ROPE_HEAD_DIM_KEY = "credo.lora.rope_head_dim"  # set when q/k rows were reordered, so from_gguf can put them back
 _ROTATED = re.compile(r"\.(q_proj|k_proj)$")
 _KEY = re.compile(r"^(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$")
@@ -193,7 +194,7 @@ class LoraWeights:
             name = names.get_name(m)
             if name is None:
                 raise LayerError(f"no llama.cpp tensor name for module {m}")
-            b = _rope_rows(self.b[m].detach().float(), head_dim) if head_dim and _ROTATED.search(m) else self.b[m].detach().float()
+            b = adjacent_pairs(self.b[m].detach().float(), head_dim) if head_dim and _ROTATED.search(m) else self.b[m].detach().float()
             tensors[f"{name}.weight.lora_a"] = self.a[m].detach().float().contiguous().numpy()
             tensors[f"{name}.weight.lora_b"] = b.contiguous().numpy()
         with written_atomically(Path(path)) as tmp:
@@ -237,7 +238,7 @@ class LoraWeights:
         if set(a) != set(b):
             raise LayerError(f"{path} is corrupt: modules {sorted(set(a) ^ set(b))} lack an A or a B")
         if head_dim:
-            b = {m: _rope_rows(t, head_dim, back=True) if _ROTATED.search(m) else t for m, t in b.items()}
+            b = {m: adjacent_pairs(t, head_dim, back=True) if _ROTATED.search(m) else t for m, t in b.items()}
         return cls(r=next(iter(a.values())).shape[0], alpha=alpha, a=a, b=b, arch=arch, extra={"head_dim": head_dim} if head_dim else {})
 
     def _rope_head_dim(self) -> int:
@@ -277,14 +278,6 @@ def export_facts(model: torch.nn.Module) -> dict[str, int]:
     heads = getattr(config, "num_attention_heads", None)
     facts["head_dim"] = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
     return {k: v for k, v in facts.items() if isinstance(v, int)}
-
-
-def _rope_rows(b: torch.Tensor, head_dim: int, back: bool = False) -> torch.Tensor:
-    """lora_b's rows in llama.cpp's order for a rotary projection: llama.cpp's Llama rotates adjacent pairs where
-    transformers rotates the two halves of each head, so its converter interleaves the halves (`back` undoes it)."""
-    heads = b.shape[0] // head_dim
-    shape = (heads, head_dim // 2, 2, -1) if back else (heads, 2, head_dim // 2, -1)
-    return b.reshape(shape).transpose(1, 2).reshape(b.shape)
 
 
 @contextlib.contextmanager

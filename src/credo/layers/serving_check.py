@@ -6,8 +6,7 @@ no flag fixes. `LoraWeights.to_peft` runs it on every export and refuses an adap
 (`credo.layers.card`) records what it said. The rules and their sources are listed in docs/serving.md; each rule below
 names the file it comes from (vllm-project/vllm, sgl-project/sglang, predibase/lorax).
 
-The model families credo knows, with their module names and llama.cpp architecture, live here in `FAMILIES` and nowhere
-else; `credo.layers.lora` derives its GGUF names from them.
+The families' module names come from `credo.families`, the one table of what differs between them.
 """
 
 from __future__ import annotations
@@ -17,41 +16,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from credo.families import Family, family_of
+
 Hard = Callable[..., None]  # hard(message, *engines): record a problem no flag fixes (no engines named: all of them)
 
 ENGINES = ("vllm", "sglang", "lorax")
 ENGINE_NAMES = {"vllm": "vLLM", "sglang": "SGLang", "lorax": "LoRAX"}
 
 
-@dataclass(frozen=True)
-class Family:
-    """One model family: the names its decoder modules have in Hugging Face transformers and in llama.cpp."""
-
-    name: str  # as credo names it (credo.base.TINY_FAMILIES)
-    model_types: tuple[str, ...]  # Hugging Face config.model_type values of this family
-    gguf_arch: str  # llama.cpp architecture name
-    attention: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # under model.layers.N.self_attn
-    mlp: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")  # under model.layers.N.mlp
-
-    @property
-    def projections(self) -> tuple[str, ...]:
-        return self.attention + self.mlp
-
-    def module_path(self, layer: int, leaf: str) -> str:
-        return f"model.layers.{layer}.{'self_attn' if leaf in self.attention else 'mlp'}.{leaf}"
-
-
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family("gemma3", ("gemma3_text", "gemma3"), "gemma3"),
-        Family("gemma2", ("gemma2",), "gemma2"),
-        Family("gemma", ("gemma",), "gemma"),
-        Family("llama", ("llama",), "llama"),
-        Family("qwen2", ("qwen2",), "qwen2"),
-        Family("qwen3", ("qwen3",), "qwen3"),
-    )
-}
 DORA = "DoRA (use_dora) is not plain LoRA"
 BIAS = "it trains biases (bias is not 'none'), which are not served"
 
@@ -71,14 +43,6 @@ LORAX_BGMV_MAX_RANK = 128  # server/lorax_server/utils/punica.py BGMV_MAX_RANK: 
 _TENSOR = re.compile(r"^base_model\.model\.(?P<module>.+?)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_embedding_A|lora_embedding_B"
                      r"|lora_magnitude_vector(?:\.weight)?|bias)$")
 _DECODER = re.compile(r"^model\.layers\.(?P<layer>\d+)\.(?P<parent>self_attn|mlp)\.(?P<leaf>[A-Za-z0-9_]+)$")
-
-
-def family_of(name: str) -> Family | None:
-    """The family of a credo family name, a Hugging Face model_type or a llama.cpp architecture name; None if unknown."""
-    for f in FAMILIES.values():
-        if name == f.name or name in f.model_types or name == f.gguf_arch:
-            return f
-    return None
 
 
 @dataclass

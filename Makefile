@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.credo-installed
 
-.PHONY: setup constraints browser lint demo test test-fast test-integration bench bench-all results clean
+.PHONY: setup constraints browser lint llama-server demo test test-fast test-integration bench bench-all results clean
 
 setup: $(STAMP)
 
@@ -36,10 +36,14 @@ lint: setup
 	$(PY) -m ruff check src tests bench
 	$(VENV)/bin/lint-imports
 
-test: setup browser lint
+# llama.cpp's llama-server, built from the llama.cpp that llama-cpp-python vendors (CPU, portable x86-64; skipped once built).
+llama-server: setup
+	scripts/build-llama-server.sh $(VENV)
+
+test: setup browser lint llama-server
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup llama-server
 	$(PY) -m pytest -q -m "not integration"
 
 test-integration: setup

@@ -166,7 +166,7 @@ def test_distill_and_hyper_shaped_adapters_of_every_family_export_load_back_and_
         card = (folder / "README.md").read_text()
         assert card.startswith("---\nbase_model: ") and "library_name: peft" in card and f'- "{kind}"' in card
         for command in ("PeftModel.from_pretrained(model, \"./gull-", f"--lora-modules gull-{kind}=./gull-{kind}",
-                        f"--lora-paths gull-{kind}=./gull-{kind}", f"--lora-scaled ./gull-{kind}/lora.gguf 0",
+                        f"--lora-paths gull-{kind}=./gull-{kind}", f"--lora-scaled ./gull-{kind}/lora.gguf:0",
                         '"lora": [{"id": 0, "scale": 1}, {"id": 1, "scale": 0}]', "issue 28674", "| `fidelity` | 0.8123 |",
                         "| `quick.kl` | 0.25 |", "fp32", "cpu test", MANIFESTO.sha256, "Speak like a seagull"):
             assert command in card, (kind, command)
@@ -208,5 +208,5 @@ def test_kinds_without_a_lora_get_a_card_that_says_how_they_are_served(bases, tm
     steer = get_kind("steer")(info, MANIFESTO, ControlVector({2: torch.ones(64)}, 1.5, "gemma3"))
     folder = save_layer(steer, tmp_path / "gull-steer")
     card = (folder / "README.md").read_text()
-    assert "--control-vector-scaled control.gguf 1.5" in card and "library_name" not in card and "control-vector" in card
+    assert "--control-vector-scaled control.gguf:1.5" in card and "library_name" not in card and "control-vector" in card
     assert load_layer(folder, base).strength == 1.5

@@ -200,7 +200,7 @@ def _llamacpp_lora(name: str, scale: float) -> list[str]:
     return ["### llama.cpp (`lora.gguf`)", "",
             "Load every adapter at scale 0 and choose per request; ids follow the order of `--lora-scaled` (GET "
             "/lora-adapters lists them):", "",
-            "```sh", f"llama-server -m BASE.gguf --lora-scaled ./{name}/lora.gguf 0 --lora-scaled ./other/lora.gguf 0",
+            "```sh", f"llama-server -m BASE.gguf --lora-scaled ./{name}/lora.gguf:0 --lora-scaled ./other/lora.gguf:0",
             "```", "",
             f"A request for this identity names every loaded adapter with an explicit scale ({_num(scale)} for this one, 0 "
             "for the others): `\"lora\": [{\"id\": 0, \"scale\": " + _num(scale) + "}, {\"id\": 1, \"scale\": 0}]`. An empty "
@@ -210,6 +210,6 @@ def _llamacpp_lora(name: str, scale: float) -> list[str]:
 
 def _llamacpp_control(strength: float) -> list[str]:
     return ["### llama.cpp (`control.gguf`)", "",
-            "```sh", f"llama-server -m BASE.gguf --control-vector-scaled control.gguf {_num(strength)}", "```", "",
+            "```sh", f"llama-server -m BASE.gguf --control-vector-scaled control.gguf:{_num(strength)}", "```", "",
             "The control vector holds the unscaled directions; the strength is given at load time and applies to every "
             "request that server answers (one identity per server; credo serve switches them per request).", ""]

@@ -2,7 +2,7 @@
 
 - `steer.safetensors`: the unscaled vectors (`layer.N`), with the strength in the metadata; what credo loads back.
 - `control.gguf`: a llama.cpp control vector (architecture `controlvector`, `direction.N` added to the output of block
-  N, 1-based as llama.cpp counts). llama.cpp takes the strength at load time (`--control-vector-scaled FILE STRENGTH`),
+  N, 1-based as llama.cpp counts). llama.cpp takes the strength at load time (`--control-vector-scaled FILE:STRENGTH`),
   so the GGUF holds the unscaled vectors and no strength.
 """
 

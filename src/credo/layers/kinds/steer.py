@@ -8,7 +8,7 @@ the compile report.
 
 Payload: a `ControlVector` (credo.layers.control), saved as `steer.safetensors` (one unscaled vector per chosen layer)
 and `control.gguf`, the same vectors as a llama.cpp control vector (`direction.N` is added to the output of block N, as
-llama.cpp does); `params.strength` is the multiplier to load it with (`--control-vector-scaled control.gguf STRENGTH`).
+llama.cpp does); `params.strength` is the multiplier to load it with (`--control-vector-scaled control.gguf:STRENGTH`).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 TEMP_SUFFIXES = ("tmp", "old", "staging")
 _OURS = re.compile(r"^\..+\.credo-([a-z0-9-]+)-(\d+)-[a-z0-9_]+\.(?:tmp|old|staging)$")
@@ -92,6 +93,23 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextmanager
+def gguf_written_atomically(path: Path, arch: str) -> Iterator[Any]:
+    """A `gguf.GGUFWriter` of architecture `arch` to fill with keys and tensors; when the block ends the file is written
+    (header, keys, tensors) and replaces `path` in one rename, as `written_atomically` does for any writer."""
+    import gguf
+
+    with written_atomically(Path(path)) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        try:
+            yield writer
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
 
 
 def save_tensors_atomic(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 from credo.base import Base, cache_dir
 from credo.errors import BaseModelError
 from credo.families import Family, adjacent_pairs, family_of
-from credo.fsutil import written_atomically
+from credo.fsutil import gguf_written_atomically
 
 if TYPE_CHECKING:
     from gguf import GGUFWriter
@@ -91,18 +91,13 @@ def write_gguf(base: Base, path: Path) -> Path:
     config = base.model.config
     tensors = _tensors(base, family)
     vocab = _vocab(base)
-    with written_atomically(Path(path)) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), family.gguf_arch)
+    with gguf_written_atomically(Path(path), family.gguf_arch) as writer:
         writer.add_name(base.name)
         writer.add_file_type(gguf.LlamaFileType.ALL_F32)
         _add_hparams(writer, config, family)
         _add_tokenizer(writer, vocab, base)
         for name, data in tensors.items():
             writer.add_tensor(name, data)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
     return Path(path)
 
 

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from credo.errors import LayerError, one_line
-from credo.fsutil import save_tensors_atomic, written_atomically
+from credo.fsutil import gguf_written_atomically, save_tensors_atomic
 
 SAFETENSORS_FORMAT = "credo-steer-v1"
 
@@ -67,20 +67,13 @@ class ControlVector:
     # --- llama.cpp ----------------------------------------------------------------------------------------------
     def to_gguf(self, path: Path) -> None:
         """The unscaled vectors as a llama.cpp control vector; load it with the strength (`--control-vector-scaled`)."""
-        import gguf
-
         if any(i < 1 for i in self.vectors):
             raise LayerError("llama.cpp control vectors cannot steer layer 0")
-        with written_atomically(Path(path)) as tmp:
-            writer = gguf.GGUFWriter(str(tmp), "controlvector")
+        with gguf_written_atomically(Path(path), "controlvector") as writer:
             writer.add_string("controlvector.model_hint", self.model_hint)
             writer.add_uint32("controlvector.layer_count", len(self.vectors))
             for i in sorted(self.vectors):
                 writer.add_tensor(f"direction.{i}", self.vectors[i].detach().float().contiguous().numpy())
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_tensors_to_file()
-            writer.close()
 
     @classmethod
     def from_gguf(cls, path: Path, strength: float = 1.0) -> ControlVector:

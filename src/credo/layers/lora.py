@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 from credo.errors import LayerError, one_line
 from credo.families import FAMILIES, adjacent_pairs
-from credo.fsutil import save_tensors_atomic, write_text_atomic, written_atomically
+from credo.fsutil import gguf_written_atomically, save_tensors_atomic, write_text_atomic
 from credo.layers.layer import Layer, LayerInfo
 from credo.layers.serving_check import ServingReport, check_adapter
 
@@ -197,8 +197,7 @@ class LoraWeights:
             b = adjacent_pairs(self.b[m].detach().float(), head_dim) if head_dim and _ROTATED.search(m) else self.b[m].detach().float()
             tensors[f"{name}.weight.lora_a"] = self.a[m].detach().float().contiguous().numpy()
             tensors[f"{name}.weight.lora_b"] = b.contiguous().numpy()
-        with written_atomically(Path(path)) as tmp:
-            writer = gguf.GGUFWriter(str(tmp), self.arch)
+        with gguf_written_atomically(Path(path), self.arch) as writer:
             writer.add_type(gguf.GGUFType.ADAPTER)
             writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
             writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(self.alpha))
@@ -206,10 +205,6 @@ class LoraWeights:
                 writer.add_uint32(ROPE_HEAD_DIM_KEY, head_dim)
             for name, t in tensors.items():
                 writer.add_tensor(name, t)
-            writer.write_header_to_file()
-            writer.write_kv_data_to_file()
-            writer.write_tensors_to_file()
-            writer.close()
 
     @classmethod
     def from_gguf(cls, path: Path) -> LoraWeights:

@@ -9,7 +9,7 @@ too little text. The moments depend only on the base, so they are computed once,
 a corrupt one is recomputed, never trusted.
 
 Writing the text is most of a first compile (the 262k-wide head runs 96 times over 192 rows). For the embedded base the
-text ships with credo (`credo/assets/keep-*.safetensors`, 75 kB of token ids, written by `python -m
+text ships with credo (`credo/assets/keep-*.safetensors`, 80 kB of token ids, written by `python -m
 credo.hyper.keep_stats` in float32), so its first compile only takes the moments, and every machine fits the same text
 whatever precision it samples in; any other base writes its own.
 """

@@ -38,9 +38,10 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LORA_GGUF = "lora.gguf"
 PEFT_PREFIX = "base_model.model."
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Hugging Face model_type -> llama.cpp architecture name, for the GGUF export (the families' table is serving_check's).
+# Hugging Face model_type -> llama.cpp architecture name, for the GGUF export (from credo.families).
 GGUF_ARCH = {t: f.gguf_arch for f in FAMILIES.values() for t in f.model_types}
 REORDERED_ROPE = {f.gguf_arch for f in FAMILIES.values() if f.rope_adjacent_pairs}  # llama.cpp reorders their q/k rows
+EXPORT_FACTS = ("n_layers", "head_dim")  # `export_facts`' keys, kept in layer.json params so a loaded layer exports alike
 ROPE_HEAD_DIM_KEY = "credo.lora.rope_head_dim"  # set when q/k rows were reordered, so from_gguf can put them back
 _ROTATED = re.compile(r"\.(q_proj|k_proj)$")
 _KEY = re.compile(r"^(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$")
@@ -331,7 +332,7 @@ class LoraLayer(Layer):
     def load_payload(cls, folder: Path, info: LayerInfo, manifesto: Manifesto) -> LoraLayer:
         weights = LoraWeights.from_peft(folder)
         weights.arch = str(info.params.get("gguf_arch", ""))
-        weights.extra.update({k: info.params[k] for k in ("n_layers", "head_dim") if isinstance(info.params.get(k), int)})
+        weights.extra.update({k: info.params[k] for k in EXPORT_FACTS if isinstance(info.params.get(k), int)})
         return cls(info, manifesto, weights)
 
     @contextlib.contextmanager
@@ -345,4 +346,4 @@ class LoraLayer(Layer):
         info.params.update(
             r=weights.r, lora_alpha=weights.alpha, target_modules=weights.target_modules, lora_params=weights.n_params, gguf_arch=weights.arch
         )
-        info.params.update({k: weights.extra[k] for k in ("n_layers", "head_dim") if isinstance(weights.extra.get(k), int)})
+        info.params.update({k: weights.extra[k] for k in EXPORT_FACTS if isinstance(weights.extra.get(k), int)})

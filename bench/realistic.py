@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / "bench" / "results" / "realistic.json"
 TABLE = REPO / "bench" / "RESULTS-realistic.md"
 TYPES = ("on-topic", "off-topic", "push", "fact", "two-turn")
-TUNED_ON = {"pirate", "honest", "terse", "gardener", "librarian"}  # manifestos hyper's and distill's settings were swept on
+TUNED_ON = {"pirate", "honest", "terse", "gardener", "librarian", "bikeshop"}  # manifestos a setting of hyper or distill was chosen on
 
 
 def machine(threads: int) -> str:
@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=24, help="template held-out prompts (0: skip)")
     ap.add_argument("--kinds", default="hyper", help="hyper, distill or both, comma-separated")
     ap.add_argument("--distill-budget", default="5m", help="distill's training budget (whole compile: teacher answers + steps)")
+    ap.add_argument("--distill-set", action="append", default=[], help="distill setting key=value (default: today's defaults)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table-only", action="store_true", help="rewrite the table from the kept rows; measure nothing")
     args = ap.parse_args()
@@ -168,7 +169,7 @@ def main() -> None:
         kinds = args.kinds.split(",")
         jobs = [("hyper", settings)] if "hyper" in kinds else []
         if "distill" in kinds:  # its own compile report and control are off: the same figures are measured here
-            jobs.append(("distill", {"budget": args.distill_budget, "heldout": "0", "control": "false"}))
+            jobs.append(("distill", {"budget": args.distill_budget, "heldout": "0", "control": "false"} | dict(x.split("=", 1) for x in args.distill_set)))
         for kind, kind_settings in jobs:
             layer, wall = compile_timed(m, base, kind, kind_settings)
             layers = {"layer": layer}

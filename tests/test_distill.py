@@ -10,11 +10,13 @@ import torch
 from credo.errors import CredoError
 from credo.layers import compile_layer, load_layer, save_layer
 from credo.layers.kinds.distill import Budget, DistillConfig, distill, mean_kl, training_prompts
+from credo.manifesto import Manifesto
 from credo.runtime.torch_engine import TorchEngine
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
 
-FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, warmup=1)
+FAST = dict(prompts=4, batch=2, answer_tokens=4, topk=8, lr=1e-2, r=4, alpha=8.0, heldout=0, control=False, checkpoint_every=1, warmup=1,
+            two_turn=0, facts=False)  # the plain prompts: counts below are of those
 
 
 
@@ -237,3 +239,30 @@ def test_under_autocast_the_past_is_stored_in_bf16_and_answers_do_not_change(tin
     assert stored.answers == recast.answers
     for name in modules:
         assert torch.equal(stored.outputs[name], recast.outputs[name])
+
+
+def test_two_turn_and_fact_prompts_are_taught_and_their_answers_are_found_again(tiny, monkeypatch):
+    """Conversations are training prompts too: their saved answers are keyed by the whole conversation, so a rerun
+    generates nothing (a held-out prompt stays out in every form)."""
+    from credo.runtime import teacher
+
+    shop = Manifesto.from_text("# Shop\n- A puncture repair costs £12.\n- Be brief.\n## Examples\nUser: hi\nAssistant: Hello!\n", source="shop.md")
+    prompts = training_prompts(shop, two_turn=3, facts=True)
+    turns = [p for p in prompts if not isinstance(p, str)]
+    assert len(turns) == 3 and turns[0][:2] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}]
+    assert any("a puncture repair costs ..." in p for p in prompts if isinstance(p, str))
+    from credo.probes import probes
+
+    held = {p.prompt for p in probes(shop, facts=True) if p.heldout}
+    assert not held & {p if isinstance(p, str) else p[-1]["content"] for p in prompts}
+    settings = {k: str(v) for k, v in FAST.items()} | {"prompts": "0", "two_turn": "3", "facts": "true", "budget": "1"}
+    first = compile_layer(shop, tiny, "distill", settings)
+    generated = []
+    real = teacher.Runner.generate_batch
+    monkeypatch.setattr(teacher.Runner, "generate_batch", lambda self, ps, *a, **k: generated.append(ps) or real(self, ps, *a, **k))
+    again = compile_layer(shop, tiny, "distill", settings)
+    assert generated == [] and first.info.report["train_prompts"] + first.info.report["validation_prompts"] == len(
+        training_prompts(shop, chat=True, two_turn=3, facts=True))  # distill's default adds the everyday pool
+    assert again.info.report["steps"] == 1
+    with pytest.raises(CredoError, match="two_turn"):
+        DistillConfig(two_turn=-1)

@@ -107,7 +107,8 @@ def test_the_compile_follows_the_chosen_precision_and_the_layer_records_it(tiny,
         compile_layer(short, tiny, "hyper", {"bf16": "false"})
 
 
-@pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}, {"chat_probes": "-1"}])
+@pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}, {"chat_probes": "-1"},
+                                     {"two_turn": "-1"}])
 def test_bad_settings_fail_with_one_line(tiny, short, setting):
     with pytest.raises(CredoError) as e:
         compile_layer(short, tiny, "hyper", setting)
@@ -128,8 +129,8 @@ def test_real_model_beats_the_shuffled_control(real_base, pirate, both_cores):
     from credo.probes import heldout_prompts
     from credo.runtime.fidelity import measure
 
-    # The shipped method (the teacher's own answers); fewer probes keep this near a minute on a busy CPU.
-    settings = {"probes": "24", "report": "false"}
+    # The shipped method (the teacher's own answers); fewer probes and second turns keep this near a minute on a busy CPU.
+    settings = {"probes": "24", "two_turn": "4", "report": "false"}
     layer = compile_layer(pirate, real_base, "hyper", settings)
     control = compile_layer(pirate.shuffled(0), real_base, "hyper", settings)
     result = measure(real_base, pirate, {"hyper": layer, "shuffled": control}, heldout_prompts(pirate, 3), max_tokens=12, progress=False)
@@ -325,9 +326,26 @@ def test_chat_probes_take_that_many_pool_prompts_spread_over_it(tiny, short):
     every = compile_layer(short, tiny, "hyper", FAST | {"chat": "true", "report": "false"}).info.report
     assert rows[4]["train_probes"] == rows[0]["train_probes"] + 4
     assert every["train_probes"] > rows[4]["train_probes"] + 50
-    from credo.layers.kinds.hyper import _spread
+    from credo.probes import spread
 
-    assert _spread(list(range(10)), 3) == [0, 3, 6] and _spread([1, 2], 5) == [1, 2] and _spread([1, 2], None) == [1, 2]
+    assert spread(list(range(10)), 3) == [0, 3, 6] and spread([1, 2], 5) == [1, 2] and spread([1, 2], None) == [1, 2]
+
+
+def test_two_turn_and_fact_rows_are_fitted_and_move_the_layer(tiny):
+    """two_turn=N fits N more rows (train probes after an earlier exchange), facts=true the fact questions' train share;
+    each changes the patch."""
+    from credo.probes import fact_prompts, probes
+
+    shop = Manifesto.from_text("# Shop\n- A puncture repair costs £12.\n- The shop opens at 9am.\n- Be brief.\n", source="shop.md")
+    off = FAST | {"two_turn": "0", "facts": "false", "report": "false"}
+    got = {name: compile_layer(shop, tiny, "hyper", off | extra) for name, extra in
+           (("plain", {}), ("turns", {"two_turn": "3"}), ("facts", {"facts": "true"}))}
+    n = {name: layer.info.report["train_probes"] for name, layer in got.items()}
+    assert n["turns"] == n["plain"] + 3
+    facts_trained = [p for p in probes(shop, facts=True) if not p.heldout and any(p.prompt in fact_prompts(c) for c in shop.clauses)]
+    assert facts_trained and n["facts"] == n["plain"] + len(facts_trained)
+    for name in ("turns", "facts"):
+        assert any(not torch.equal(got[name].weights.b[m], got["plain"].weights.b[m]) for m in got["plain"].weights.b)
 
 
 def test_last_states_of_packed_rows_are_each_sequence_alone(tiny):

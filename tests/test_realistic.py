@@ -40,16 +40,18 @@ def _norm(text: str) -> str:
 
 
 def _fitted_texts(m: Manifesto) -> list[str]:
-    """Every prompt a compile of `m` (or of its shuffled control) can fit on or be taught from: the template probes of
-    both splits, the generic prompts, the whole everyday pool (hyper's chat_probes and distill's chat are subsets of it),
-    the manifesto's own example exchanges, and the continuations and keep text hyper teacher-forces."""
+    """Every prompt a compile of `m` (or of its shuffled control) can fit on or be taught from: the template probes and
+    fact questions of both splits, the generic prompts, the whole everyday pool (hyper's chat_probes and distill's chat
+    are subsets of it), the manifesto's own example exchanges, the earlier exchanges of two-turn probes, and the
+    continuations and keep text hyper teacher-forces."""
     from credo.chat_pool import CHAT_POOL
     from credo.hyper.keep_stats import OPENINGS
     from credo.hyper.texts import NEUTRAL_ANSWERS, NEUTRAL_PROSE
-    from credo.probes import GENERIC_PROMPTS, probes
+    from credo.probes import EARLIER_EXCHANGES, GENERIC_PROMPTS, probes
 
-    texts = [p.prompt for mm in (m, m.shuffled(0)) for p in probes(mm, chat=True)]
+    texts = [p.prompt for mm in (m, m.shuffled(0)) for p in probes(mm, chat=True, facts=True)]
     texts += GENERIC_PROMPTS + CHAT_POOL + NEUTRAL_ANSWERS + NEUTRAL_PROSE + OPENINGS
+    texts += [t for exchange in EARLIER_EXCHANGES for t in exchange]  # the first turns of two-turn probes
     texts += [t for ex in m.examples for t in (ex.user, ex.assistant)]
     return texts
 

@@ -17,7 +17,8 @@ from credo.runtime.torch_engine import TorchEngine
 pytest.importorskip("trl")
 pytestmark = pytest.mark.usefixtures("one_thread", "fresh_cache")
 
-FAST = dict(prompts="4", batch="2", answer_tokens="4", lr="1e-2", r="4", alpha="8", heldout="0", control="false", checkpoint_every="1", warmup="1")
+FAST = dict(prompts="4", batch="2", answer_tokens="4", lr="1e-2", r="4", alpha="8", heldout="0", control="false", checkpoint_every="1", warmup="1",
+            two_turn="0", facts="false")  # the plain prompts: counts below are of those
 KINDS = ["sft", "dpo"]
 
 
@@ -186,7 +187,8 @@ def test_llamacpp_serves_the_lora_gguf_as_torch_does(kind, real_base, pirate, is
 
     llama_cpp = pytest.importorskip("llama_cpp")
     base = real_base
-    settings = {"prompts": "8", "batch": "2", "answer_tokens": "8", "heldout": "0", "control": "false", "lr": "2e-3", "warmup": "1", "budget": "4"}
+    settings = {"prompts": "8", "two_turn": "0", "batch": "2", "answer_tokens": "8", "heldout": "0", "control": "false", "lr": "2e-3", "warmup": "1",
+                "budget": "4"}
     layer = compile_layer(pirate, base, kind, settings)
     save_layer(layer, tmp_path / kind)
     ids = base.encode("User: Tell me about the sea.\nAssistant:", bos=True)

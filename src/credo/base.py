@@ -23,6 +23,7 @@ from credo.fsutil import atomic_dir, sha256_file, write_text_atomic
 DEFAULT_BASE = "gemma-3-270m"
 BASE_META = "credo-base.json"
 TRANSCRIPT_STOP = "\nUser:"
+Prompt = str | list[dict[str, str]]  # one user message, or a whole conversation ending in the user's turn
 
 
 @functools.cache
@@ -94,7 +95,7 @@ class Base:
             kwargs["logits_to_keep"] = keep
         return module(input_ids=ids, use_cache=cache is not None if use_cache is None else use_cache, **kwargs)
 
-    def chat_ids(self, prompt: str | list[dict[str, str]]) -> list[int]:
+    def chat_ids(self, prompt: Prompt) -> list[int]:
         """The one tokenising of a conversation, as every engine, runner and scorer writes it after its context (no
         BOS); a bare string is one user message."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)

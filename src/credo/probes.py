@@ -6,7 +6,9 @@ machine, and a compiler that trains only on `train` never sees a held-out prompt
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass
 
 from credo.chat_pool import CHAT_POOL
@@ -58,13 +60,41 @@ GENERIC_PROMPTS = [
 ]
 
 
+# Earlier exchanges for two-turn probes, in a plain helpful voice (as a conversation's first turn often is before the
+# user pushes): the second turn then shows the manifesto's pull mid-conversation, which single prompts never do.
+EARLIER_EXCHANGES = [
+    ("When did people first walk on the Moon?", "In July 1969, on the Apollo 11 mission."),
+    ("Can you help me plan a birthday party for my daughter?", "Of course. How many children are coming, and what does she enjoy?"),
+    ("Is coffee bad for you?", "In moderate amounts it is fine for most adults; very large amounts can disturb sleep and raise heart rate."),
+    ("I need a recipe for a quick dinner.", "A vegetable stir-fry takes fifteen minutes: fry garlic, add sliced vegetables, then soy sauce and rice."),
+    ("My laptop is really slow lately.", "Closing programs you are not using and restarting it often helps; a full disk slows it down too."),
+    ("What's a good name for a cat?", "Some popular ones are Luna, Milo and Oliver, but a name that fits its character is best."),
+    ("How far is the Moon?", "About 384,000 kilometres on average."),
+    ("I'm thinking about learning the guitar.", "That is a good choice: start with a few simple chords and practise a little every day."),
+]
+
+
+# Where a sentence states a fact a user may ask for: a number, price, time or date, or a name (a capital mid-sentence)
+FACT_START = re.compile(r"(?<=\s)(?:[£$€]?\d|(?!I\b)[A-Z])")
+# Questions that stop where a fact starts, so the teacher must say it from the manifesto (a quoted clause hands it over)
+FACT_TEMPLATES = ["Remind me: {lead} ...?", "sorry, {lead} what again?", "{lead} ... what was it?"]
+
+
 @dataclass(frozen=True)
 class Probe:
-    """One prompt and where it came from: a clause id, 'generic', or 'example'."""
+    """One prompt and where it came from: a clause id, 'generic', 'example' or 'chat'; `history` holds the (user,
+    assistant) exchanges before it when the probe is the second turn of a conversation."""
 
     prompt: str
     origin: str
     heldout: bool
+    history: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation to answer, as `Base.chat_ids` reads it."""
+        earlier = [{"role": r, "content": t} for u, a in self.history for r, t in (("user", u), ("assistant", a))]
+        return [*earlier, {"role": "user", "content": self.prompt}]
 
 
 def _heldout(text: str, share: float) -> bool:
@@ -82,11 +112,41 @@ def clause_prompts(clause: Clause) -> list[str]:
     return [t.format(clause=text, topic=_topic(clause)) for t in CLAUSE_TEMPLATES]
 
 
-def probes(manifesto: Manifesto, heldout_share: float = 0.3, generic: bool = True, chat: bool = False) -> list[Probe]:
-    """All probes for a manifesto, in a stable order; `chat` adds the wide everyday pool (origin 'chat') last."""
+def fact_prompts(clause: Clause) -> list[str]:
+    """Per sentence of the clause that states a fact, questions that lead up to the fact and stop: the one kind of probe
+    where the answer is not in the prompt."""
+    out = []
+    for sentence in re.split(r"(?<=[.!?;])\s+", clause.text.strip()):
+        m = FACT_START.search(sentence)
+        lead = sentence[: m.start()].strip(" ,;:-") if m else ""
+        if len(lead.split()) >= 2:
+            lead = lead[0].lower() + lead[1:]
+            out += [t.format(lead=lead) for t in FACT_TEMPLATES]
+    return out
+
+
+def spread(items: list, count: int | None) -> list:
+    """`count` of `items` evenly spaced (all of them when `count` is None or not smaller): a few rows that still cover
+    the whole list."""
+    if count is None or count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
+
+
+def second_turns(manifesto: Manifesto, ps: list[Probe], count: int) -> list[Probe]:
+    """`count` of `ps` (evenly spread) as second turns, each after an earlier exchange: the manifesto's own examples and
+    `EARLIER_EXCHANGES` in turn. A probe keeps its split, so a held-out prompt is never trained on in either form."""
+    earlier = [(ex.user, ex.assistant) for ex in manifesto.examples] + EARLIER_EXCHANGES
+    picked = spread(ps, count)
+    return [dataclasses.replace(p, history=(earlier[i % len(earlier)],)) for i, p in enumerate(picked)]
+
+
+def probes(manifesto: Manifesto, heldout_share: float = 0.3, generic: bool = True, chat: bool = False, facts: bool = False) -> list[Probe]:
+    """All probes for a manifesto, in a stable order; `facts` adds the fact questions after each clause's templates,
+    `chat` the wide everyday pool (origin 'chat') last."""
     out: list[Probe] = []
     for clause in manifesto.clauses:
-        out += [Probe(p, clause.id, _heldout(p, heldout_share)) for p in clause_prompts(clause)]
+        out += [Probe(p, clause.id, _heldout(p, heldout_share)) for p in clause_prompts(clause) + (fact_prompts(clause) if facts else [])]
     out += [Probe(ex.user, "example", _heldout(ex.user, heldout_share)) for ex in manifesto.examples]
     if generic:
         out += [Probe(p, "generic", _heldout(p, heldout_share)) for p in GENERIC_PROMPTS]

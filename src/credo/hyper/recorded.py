@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from credo.base import Base
+    from credo.base import Base, Prompt
 
 
 @dataclass
@@ -32,8 +32,8 @@ class Recorded:
     look_final: torch.Tensor | None = None
 
 
-def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context: str, prompts: list[str], tokens: int,
-                       batch: int = 64, look: list[str] | None = None) -> Recorded:
+def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context: str, prompts: list[Prompt], tokens: int,
+                       batch: int = 64, look: list[Prompt] | None = None) -> Recorded:
     """Greedy answers of up to `tokens` tokens from the base with `context` ahead, recording `modules` as they run.
 
     `look` prompts ride along for their first answer token only: they share the batch's prefill and leave the batch

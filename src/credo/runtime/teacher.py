@@ -32,7 +32,7 @@ from credo.runtime.precision import of
 from credo.runtime.prefix import PrefixState, keep_rows
 
 if TYPE_CHECKING:
-    from credo.base import Base
+    from credo.base import Base, Prompt
     from credo.manifesto import Manifesto
     from credo.runtime.identity import Identity
 
@@ -90,7 +90,7 @@ class Runner:
         ctx = layer.context(base) if layer is not None else ""
         return cls(base, ctx, layer_hooks(layer, base), batch)
 
-    def conv(self, prompt: str) -> list[int]:
+    def conv(self, prompt: Prompt) -> list[int]:
         return self.base.chat_ids(prompt)
 
     @torch.no_grad()
@@ -123,7 +123,7 @@ class Runner:
         logits = out.logits
         return [logits[i, a - first : b - first].float() for i, (a, b) in enumerate(keep)]
 
-    def answer_logits(self, prompts: Sequence[str], answers: Sequence[list[int]], grad: bool = False) -> list[torch.Tensor]:
+    def answer_logits(self, prompts: Sequence[Prompt], answers: Sequence[list[int]], grad: bool = False) -> list[torch.Tensor]:
         """Per prompt, (len(answer), vocab) logits predicting each answer token: what `TorchEngine.answer_logits` gives.
 
         Rows are padded on the left of the conversation (masked, positions kept) so that every answer ends at the right
@@ -151,7 +151,7 @@ class Runner:
 
     # --- generation -----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_tokens: int, topk: int = 32, progress: str = "") -> list[Answer]:
+    def generate(self, prompts: Sequence[Prompt], max_tokens: int, topk: int = 32, progress: str = "") -> list[Answer]:
         """Greedy answers for many prompts, a batch at a time, stopping at EOS or the transcript's next turn."""
         answers: list[Answer] = []
         bar = tqdm(total=len(prompts), desc=progress or "teacher", disable=not progress, leave=False)
@@ -162,7 +162,7 @@ class Runner:
         return answers
 
     @torch.no_grad()
-    def generate_batch(self, prompts: Sequence[str], max_tokens: int, topk: int,
+    def generate_batch(self, prompts: Sequence[Prompt], max_tokens: int, topk: int,
                        on_step: Callable[[list[int]], None] | None = None, limits: Sequence[int] | None = None) -> list[Answer]:
         """Greedy answers to one batch. Rows that have stopped are dropped from the batch once a quarter of it has
         (a chat answer often ends long before the cap). `on_step` hears, before each forward, which prompts that
@@ -295,7 +295,7 @@ def kl_topk(top_ids: torch.Tensor, top_logp: torch.Tensor, row_logits: torch.Ten
 
 
 @torch.no_grad()
-def mean_topk_kl(runner: Runner, prompts: Sequence[str], answers: Sequence[Answer]) -> float:
+def mean_topk_kl(runner: Runner, prompts: Sequence[Prompt], answers: Sequence[Answer]) -> float:
     """Mean `kl_topk` per answer token of `runner` against the teacher's saved answers, in the runner's batches: the
     objective distill trains on and steer picks its layer and strength by."""
     total, tokens = 0.0, 0
@@ -317,7 +317,7 @@ class Scored:
     prompts: int
 
 
-def score(base: Base, teacher: Runner, rows: dict[str, Runner], prompts: Sequence[str], answers: Sequence[Answer], chunk: int = 4,
+def score(base: Base, teacher: Runner, rows: dict[str, Runner], prompts: Sequence[Prompt], answers: Sequence[Answer], chunk: int = 4,
           progress: str = "", reference: Runner | None = None) -> Scored:
     """Full-vocabulary KL of each row to the teacher on the teacher's answers. The 'base' row, the denominator, is the
     bare base unless `reference` says otherwise (for a stacked layer: the identity it was stacked on)."""
@@ -365,6 +365,7 @@ def save_answers(path: Path, prompts: Sequence[str], answers: Sequence[Answer]) 
 
 
 def load_answers(path: Path) -> dict[str, Answer]:
+    """Saved answers by `prompt_key`."""
     if not path.is_file():
         return {}
     with safe_open(str(path), "pt") as f:
@@ -375,20 +376,26 @@ def load_answers(path: Path) -> dict[str, Answer]:
         }
 
 
-def teacher_answers(runner: Runner, prompts: Sequence[str], max_tokens: int, topk: int, path: Path | None, progress: str = "") -> list[Answer]:
+def prompt_key(prompt: Prompt) -> str:
+    """A prompt as the text that keys its saved answer and a work folder: itself, or a conversation as JSON."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def teacher_answers(runner: Runner, prompts: Sequence[Prompt], max_tokens: int, topk: int, path: Path | None, progress: str = "") -> list[Answer]:
     """Greedy teacher answers, saved to `path` after every batch: an interrupted run picks up where it stopped."""
     done = load_answers(path) if path is not None else {}
-    todo = [p for p in dict.fromkeys(prompts) if p not in done or done[p].top_ids.shape[-1] < topk]
+    unique = {prompt_key(p): p for p in prompts}
+    todo = [k for k in unique if k not in done or done[k].top_ids.shape[-1] < topk]
     bar = tqdm(total=len(todo), desc=progress or "teacher answers", disable=not progress or not todo, leave=False)
     for i in range(0, len(todo), runner.batch):
         batch = todo[i : i + runner.batch]
-        for p, a in zip(batch, runner.generate_batch(batch, max_tokens, topk)):
-            done[p] = a
+        for k, a in zip(batch, runner.generate_batch([unique[k] for k in batch], max_tokens, topk)):
+            done[k] = a
         if path is not None:
             save_answers(path, list(done), list(done.values()))
         bar.update(len(batch))
     bar.close()
-    return [done[p] for p in prompts]
+    return [done[prompt_key(p)] for p in prompts]
 
 
 def heldout_report(base: Base, manifesto: Manifesto, rows: dict[str, Runner], limit: int, max_tokens: int = 24,

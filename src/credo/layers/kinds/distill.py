@@ -1,8 +1,9 @@
 """`distill`: the manifesto baked into a LoRA by context distillation.
 
 The teacher is the base with the manifesto in context; the student is the base with the adapter and no manifesto. The
-teacher answers training prompts (situations drawn from each clause, the manifesto's own examples, generic chat and a
-wider everyday pool; held-out prompts are never used) and keeps, per answer token, its top-k next-token
+teacher answers training prompts (situations drawn from each clause, questions that stop where a clause states a fact,
+some situations again as the second turn of a conversation, the manifesto's own examples, generic chat and a wider
+everyday pool; held-out prompts are never used) and keeps, per answer token, its top-k next-token
 log-probabilities. The student is trained on forward KL(teacher ‖ student) over those top-k tokens plus one bucket for
 the rest of the vocabulary (the prompt-baking objective; a sampled token alone carries far less signal), with a gentle
 learning rate, warm-up and clipping, and the adapter of the best validation step (step 0, the base, included) is kept.
@@ -38,7 +39,7 @@ from credo.fsutil import save_tensors_atomic, write_text_atomic
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, lora_hooks
 from credo.layers.registry import register
 from credo.manifesto import manifesto_context
-from credo.probes import split
+from credo.probes import probes, second_turns
 from credo.runtime.precision import compute, of
 from credo.runtime.teacher import (
     Answer,
@@ -52,13 +53,14 @@ from credo.runtime.teacher import (
     lower_tag,
     mean_topk_kl,
     no_hooks,
+    prompt_key,
     teacher_answers,
     work_dir,
 )
 from credo.runtime.team import Team
 
 if TYPE_CHECKING:
-    from credo.base import Base
+    from credo.base import Base, Prompt
     from credo.layers.layer import Layer, LayerInfo
     from credo.manifesto import Manifesto
 
@@ -83,6 +85,8 @@ class DistillConfig:
     topk: int = 256  # teacher log-probabilities kept per answer token; 32 leaves too much in the tail
     prompts: int = 0  # training prompts to use (0: all)
     chat: bool = True  # add the wide everyday pool (credo.chat_pool) to the manifesto's own situations
+    two_turn: int = 16  # train situations also taught as a second turn after an earlier exchange, as hyper's
+    facts: bool = True  # keep True: also teach questions that stop where a clause states a price, time or name
     checkpoint_every: int = 5
     validate: int = 12  # every N steps, KL on up to 16 training prompts held apart; the best step's adapter is kept (0: off)
     heldout: int = 12  # held-out prompts for the compile report (0: no report)
@@ -91,8 +95,8 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)  # a bad budget fails while the settings are read, before any model loads
-        if self.validate < 0:
-            raise CredoError("distill: validate must be 0 (off) or a number of steps")
+        if self.validate < 0 or self.two_turn < 0:
+            raise CredoError("distill: validate and two_turn cannot be negative")
         if not 0 < self.decay <= 1:
             raise CredoError("distill: decay must be in (0, 1] (the share of lr left at the end of the budget; 1: constant)")
         if self.r < 1 or self.batch < 1 or self.topk < 1 or self.answer_tokens < 1 or self.checkpoint_every < 1:
@@ -140,9 +144,13 @@ class Progress:
     best_kl: float | None = None
 
 
-def training_prompts(manifesto: Manifesto, limit: int = 0, chat: bool = False) -> list[str]:
-    train, _ = split(manifesto, chat=chat)  # held-out prompts are never trained on (split is by hash, the same on every run)
-    return train[:limit] if limit else train
+def training_prompts(manifesto: Manifesto, limit: int = 0, chat: bool = False, two_turn: int = 0, facts: bool = False) -> list[Prompt]:
+    """The train probes (held-out ones never: the split is by hash, the same on every run), then `two_turn` of the
+    manifesto's own as second turns."""
+    train = [p for p in probes(manifesto, chat=chat, facts=facts) if not p.heldout]
+    train = train[:limit] if limit else train
+    situations = [p for p in train if p.origin not in ("example", "chat")]
+    return [p.prompt for p in train] + [t.messages for t in second_turns(manifesto, situations, two_turn)]
 
 
 def validation_split(n: int, validate: int, most: int = 16) -> tuple[list[int], list[int]]:
@@ -204,7 +212,7 @@ class Trainer:
         save_checkpoint(self.work, self.weights.parameters(), self.opt, self.progress, self.config, extra)
 
     # --- training -----------------------------------------------------------------------------------------------
-    def loss(self, prompts: list[str], answers: list[Answer]) -> torch.Tensor:
+    def loss(self, prompts: list[Prompt], answers: list[Answer]) -> torch.Tensor:
         hooks = chain(self.student_hooks, lambda: lora_hooks(self.base.model, self.weights))
         student = Runner(self.base, self.student_context, hooks, batch=len(prompts))
         with compute(self.base, weights=False):  # the chosen precision (autocast alone under bf16); weights stay fp32
@@ -213,7 +221,7 @@ class Trainer:
         return total / sum(len(a.ids) for a in answers)
 
     @torch.no_grad()
-    def validation_kl(self, prompts: list[str], answers: list[Answer]) -> float:
+    def validation_kl(self, prompts: list[Prompt], answers: list[Answer]) -> float:
         """Token-weighted KL over the validation prompts, each process scoring its share of them."""
         size, tokens = self.config.batch * 2, max(sum(len(a.ids) for a in answers), 1)
         prompts, answers = self.team.shard(prompts), self.team.shard(answers)
@@ -223,7 +231,7 @@ class Trainer:
             total = float(self.team.total(torch.tensor([total], dtype=torch.float64)))
         return total / tokens
 
-    def step_loss(self, prompts: list[str], answers: list[Answer]) -> float:
+    def step_loss(self, prompts: list[Prompt], answers: list[Answer]) -> float:
         """Gradients of the batch's loss left on the weights, and the loss. A team splits the batch: each process weighs
         its share's loss by its share of the tokens, and the summed gradients are those of the whole batch."""
         params = self.weights.parameters()
@@ -255,7 +263,7 @@ class Trainer:
             p.best_kl, p.best_step = value, p.step
             self.best = [t.detach().clone() for t in self.weights.parameters()]
 
-    def train(self, prompts: list[str], answers: list[Answer], budget: Budget, progress: bool = True, label: str = "distill",
+    def train(self, prompts: list[Prompt], answers: list[Answer], budget: Budget, progress: bool = True, label: str = "distill",
               val: tuple[list[str], list[Answer]] | None = None) -> Progress:
         """Train until the budget is spent; with `val`, the weights left at the end are those of the best validation step."""
         p = self.progress
@@ -354,7 +362,7 @@ def _teacher_seconds(work: Path, spent: float, team: Team | None = None) -> floa
 
 
 @torch.no_grad()
-def mean_kl(base: Base, weights: LoraWeights | None, prompts: list[str], answers: list[Answer], batch: int = 8) -> float:
+def mean_kl(base: Base, weights: LoraWeights | None, prompts: list[Prompt], answers: list[Answer], batch: int = 8) -> float:
     """The training objective over a whole prompt set, without gradients (before/after figures, tests)."""
     hooks = (lambda: lora_hooks(base.model, weights)) if weights is not None else no_hooks
     return mean_topk_kl(Runner(base, "", hooks, batch), prompts, answers)
@@ -366,7 +374,7 @@ def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Bud
 
     With `lower` (stacking) both sides carry the lower layer: the teacher is the lower identity with the new manifesto
     in context, the student the lower identity with the adapter, so the adapter learns what the new text adds."""
-    prompts = training_prompts(manifesto, config.prompts, config.chat)
+    prompts = training_prompts(manifesto, config.prompts, config.chat, config.two_turn, config.facts)
     if not prompts:
         raise CredoError("distill: the manifesto yields no training prompts; add clauses or examples")
     low_ctx, low_hooks = (lower.context(base) if lower else ""), layer_hooks(lower, base)
@@ -374,7 +382,7 @@ def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Bud
     key = json.dumps({k: v for k, v in asdict(config).items() if k not in ("budget", "heldout", "control", "checkpoint_every", "teacher_batch")}
                      | {"precision": of(base).name}, sort_keys=True)  # a run resumes only in the precision it trained in
     # the prompt list is part of the key: a changed pool (or split) starts a fresh run instead of resuming a stale one
-    work = work_dir("distill", base.sha256, context, lower_tag(lower), label, key, "\n".join(prompts))
+    work = work_dir("distill", base.sha256, context, lower_tag(lower), label, key, "\n".join(map(prompt_key, prompts)))
     teacher = Runner(base, context, low_hooks, batch=config.teacher_batch)
     team = Team.of(base)
     t0 = time.perf_counter()

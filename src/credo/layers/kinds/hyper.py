@@ -2,7 +2,8 @@
 is 10 s on 2 CPU cores; docs/tuning.md has the times measured).
 
 Method `closed-form` (the default; see `credo.hyper.closed_form`): the teacher (the base with the manifesto in context)
-answers the manifesto's train probes (plus 16 everyday prompts of `credo.chat_pool`) greedily in one batch, and its
+answers the manifesto's train probes (plus 16 everyday prompts of `credo.chat_pool`, 16 probes again as the second turn
+of a conversation, and questions that stop where a clause states a fact: `credo.probes`) greedily in one batch, and its
 module outputs are recorded on the way (`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over
 the same prompts and answers, and every target linear module (by default each layer's attention output projection, where
 the manifesto's effect enters) gets the ridge-regression patch that moves the student's outputs onto the teacher's,
@@ -37,6 +38,7 @@ from credo.layers.lora import LoraLayer, LoraWeights, export_facts, gguf_arch, l
 from credo.layers.registry import register
 from credo.manifesto import manifesto_context
 from credo.probes import probes as all_probes
+from credo.probes import second_turns, spread
 from credo.runtime.fidelity import fidelity_from_kl, kl_each
 from credo.runtime.precision import compute
 
@@ -59,6 +61,8 @@ class HyperConfig:
     probes: int = 0  # train probes to fit on (0: all); fewer compile faster and follow the manifesto less closely
     chat: bool = False  # True fits the whole everyday pool: a little less drift at about 3.5x the compile time
     chat_probes: int = 16  # everyday prompts added when chat is off; 16 gives most of 32's gain for about 15% more time
+    two_turn: int = 16  # train probes also fitted as a second turn after an earlier exchange; 32 gained nothing more
+    facts: bool = True  # keep True: also fit questions that stop where a clause states a price, time or name
     ridge: float = 0.2  # times the mean eigenvalue; lower follows the teacher closer and moves neutral text more; 0.15-0.35
     keep: float = 1.0  # weight of generic text the patch must not move; 2-4 drifts less and follows less
     strength: float = 1.0  # lora_alpha = strength * rank; below 1 trades fidelity for drift, as keep does
@@ -107,8 +111,8 @@ def _validate(c: HyperConfig) -> None:
         raise CredoError(f"hyper: unknown method {c.method!r}; known: {', '.join(METHODS)}")
     if c.answers not in ANSWERS:
         raise CredoError(f"hyper: answers must be one of {', '.join(ANSWERS)}, not {c.answers!r}")
-    if c.rank < 1 or c.probes < 0 or c.chat_probes < 0 or c.answer_tokens < 0 or c.ridge <= 0 or c.keep < 0:
-        raise CredoError("hyper: rank must be >= 1, probes, chat_probes and answer_tokens >= 0, ridge > 0 and keep >= 0")
+    if c.rank < 1 or c.probes < 0 or c.chat_probes < 0 or c.two_turn < 0 or c.answer_tokens < 0 or c.ridge <= 0 or c.keep < 0:
+        raise CredoError("hyper: rank must be >= 1, probes, chat_probes, two_turn and answer_tokens >= 0, ridge > 0 and keep >= 0")
     if c.answers == "teacher" and c.answer_tokens < 1:
         raise CredoError("hyper: answers=teacher needs answer_tokens >= 1 (or answers=none for no continuation)")
     if not c.targets:
@@ -129,15 +133,16 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
         raise CredoError(f"hyper: the model has no linear modules named {', '.join(c.targets)} in the chosen layers")
     rank = min(c.rank, *(min(m.in_features, m.out_features) for m in modules.values()))  # a module's full rank caps it
     bos, pad = _bos_pad(base)
-    ps = all_probes(manifesto, chat=c.chat or c.chat_probes > 0)
+    ps = all_probes(manifesto, chat=c.chat or c.chat_probes > 0, facts=c.facts)
     train = [p for p in ps if not p.heldout and p.origin != "chat"]
     train = train[: c.probes] if c.probes else train
-    train += _spread([p for p in ps if not p.heldout and p.origin == "chat"], None if c.chat else c.chat_probes)
+    train += second_turns(manifesto, [p for p in train if p.origin != "example"], c.two_turn)
+    train += spread([p for p in ps if not p.heldout and p.origin == "chat"], None if c.chat else c.chat_probes)
     look_only = [p for p in ps if p.heldout and p.origin != "chat"] if c.report else []  # the pool adds rows, not clauses
     shown = manifesto if c.teacher_examples else dataclasses.replace(manifesto, examples=())
     context_text = manifesto_context(shown, base)
     context = base.encode(context_text, bos=True)
-    convs = [_conv(base, p.prompt) for p in train + look_only]
+    convs = [base.chat_ids(p.messages) for p in train + look_only]
     held_order = sorted(range(len(train), len(convs)), key=lambda i: len(convs[i]))  # short rows together: less padding
     look_only = [look_only[i - len(train)] for i in held_order]
     convs = convs[: len(train)] + [convs[i] for i in held_order]
@@ -145,8 +150,8 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     if c.answers == "teacher":  # the teacher answers and records its module outputs on the way: no teacher pass
         # the look-only rows get their first token in a batch of their own after the train rows (one 82-row prefill was
         # slower than the two apart): no teacher pass of its own
-        rec = recorded.generate_recording(base, modules, context_text, [p.prompt for p in train], c.answer_tokens,
-                                          batch=min(max(len(train), 1), 128), look=[p.prompt for p in look_only])
+        rec = recorded.generate_recording(base, modules, context_text, [p.messages for p in train], c.answer_tokens,
+                                          batch=min(max(len(train), 1), 128), look=[p.messages for p in look_only])
         tails = [a[: len(a) - 1] for a in rec.answers]  # the last answer token is never fed back: it has no outputs
         targets, teacher_first, teacher_look = rec.outputs, rec.first_final, rec.look_final
     else:
@@ -205,20 +210,9 @@ def _quick_look(base: Base, manifesto: Manifesto, weights: LoraWeights, context:
     return _first_token_figures(base, manifesto, ps, teacher_first, layer_first, base_first, n_train)
 
 
-def _spread(items: list, count: int | None) -> list:
-    """`count` of `items` evenly spaced (all of them when `count` is None or not smaller)."""
-    if count is None or count >= len(items):
-        return items
-    return [items[i * len(items) // count] for i in range(count)]
-
-
 def _bos_pad(base: Base) -> tuple[list[int], int]:
     """The BOS the student's rows start with (none if the tokenizer has none) and the id right padding uses."""
     return base.bos_ids, base.tokenizer.pad_token_id or 0
-
-
-def _conv(base: Base, prompt: str) -> list[int]:
-    return base.encode(base.format_chat([{"role": "user", "content": prompt}]))
 
 
 def _first_token_figures(base: Base, manifesto: Manifesto, ps: list, teacher: torch.Tensor, layer: torch.Tensor, bare: torch.Tensor, n_train: int) -> dict:

@@ -51,11 +51,11 @@ from credo.layers.kinds.distill import (
 )
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, export_facts, gguf_arch
 from credo.manifesto import manifesto_context
-from credo.runtime.teacher import Answer, Runner, frozen, teacher_answers, work_dir
+from credo.runtime.teacher import Answer, Runner, frozen, prompt_key, teacher_answers, work_dir
 from credo.runtime.team import Team
 
 if TYPE_CHECKING:
-    from credo.base import Base
+    from credo.base import Base, Prompt
     from credo.layers.layer import LayerInfo
     from credo.manifesto import Manifesto
 
@@ -77,6 +77,8 @@ class RetrainConfig:
     teacher_batch: int = _D.teacher_batch
     prompts: int = _D.prompts  # training prompts to use (0: all)
     chat: bool = _D.chat  # add the wide everyday pool to the manifesto's own situations
+    two_turn: int = _D.two_turn  # situations also taught as a second turn, as distill's
+    facts: bool = _D.facts  # questions that stop where a clause states a fact, as distill's
     checkpoint_every: int = _D.checkpoint_every
     heldout: int = _D.heldout  # held-out prompts for the compile report (0: no report)
     control: bool = _D.control  # also train the shuffled-manifesto control (same steps) and report its fidelity
@@ -94,15 +96,15 @@ class RetrainConfig:
             raise CredoError(f"{self.kind}: lr and alpha must be greater than 0")
         if not 0 < self.decay <= 1:
             raise CredoError(f"{self.kind}: decay must be in (0, 1] (the share of lr left at the end of the budget; 1: constant)")
-        if self.clip < 0 or self.warmup < 0 or self.heldout < 0 or self.prompts < 0:
-            raise CredoError(f"{self.kind}: clip, warmup, heldout and prompts cannot be negative")
+        if self.clip < 0 or self.warmup < 0 or self.heldout < 0 or self.prompts < 0 or self.two_turn < 0:
+            raise CredoError(f"{self.kind}: clip, warmup, heldout, prompts and two_turn cannot be negative")
 
 
-def answers(base: Base, context: str, prompts: list[str], config: RetrainConfig, label: str, progress: bool) -> tuple[list[Answer], float]:
+def answers(base: Base, context: str, prompts: list[Prompt], config: RetrainConfig, label: str, progress: bool) -> tuple[list[Answer], float]:
     """Greedy answers of the base with `context` ahead ('': the bare base), and what they cost over all sessions.
 
     Cached by base, context, length and prompt set alone, so `sft` and `dpo` of one manifesto share them."""
-    work = work_dir("retrain-answers", base.sha256, context, str(config.answer_tokens), "\n".join(prompts))
+    work = work_dir("retrain-answers", base.sha256, context, str(config.answer_tokens), "\n".join(map(prompt_key, prompts)))
     runner = Runner(base, context, batch=config.teacher_batch)
     team = Team.of(base)
     start = time.perf_counter()
@@ -111,7 +113,7 @@ def answers(base: Base, context: str, prompts: list[str], config: RetrainConfig,
     return out, _teacher_seconds(work, time.perf_counter() - start, team)
 
 
-def prompt_ids(base: Base, prompt: str) -> list[int]:
+def prompt_ids(base: Base, prompt: Prompt) -> list[int]:
     """The tokens ahead of an answer, as the student runs them: BOS, then the conversation (see `Runner`)."""
     runner = Runner(base)
     return runner.context_ids + runner.conv(prompt)
@@ -291,7 +293,7 @@ class RetrainLayer(LoraLayer):
         """Answers (cached), then TRL training (resumable) until the budget is spent."""
         label = label or cls.kind
         per_process_batch(config, Team.of(base).size)  # a batch the processes cannot share fails before any work
-        prompts = training_prompts(manifesto, config.prompts, config.chat)
+        prompts = training_prompts(manifesto, config.prompts, config.chat, config.two_turn, config.facts)
         if not prompts:
             raise CredoError(f"{cls.kind}: the manifesto yields no training prompts; add clauses or examples")
         context = manifesto_context(manifesto, base)
@@ -308,7 +310,7 @@ class RetrainLayer(LoraLayer):
             budget = Budget(minutes=max(budget.minutes - seconds / 60, 1e-3))
         untied = ("budget", "heldout", "control", "checkpoint_every", "teacher_batch")  # settings that do not change what is learnt
         key = json.dumps({k: v for k, v in asdict(config).items() if k not in untied}, sort_keys=True)
-        work = work_dir(cls.kind, base.sha256, context, label, key, "\n".join(prompts))
+        work = work_dir(cls.kind, base.sha256, context, label, key, "\n".join(map(prompt_key, prompts)))
         weights, p, stopped = cls._train(base, config, work, examples, budget, label, progress)
         figures = {
             "train_prompts": len(prompts),

@@ -254,7 +254,7 @@ class Trainer:
             at += t.numel()
         return float(flat[-1])
 
-    def _validate(self, val: tuple[list[str], list[Answer]]) -> None:
+    def _validate(self, val: tuple[list[Prompt], list[Answer]]) -> None:
         """Small models over-fit a few dozen prompts fast: track held-apart KL and remember the best adapter."""
         p = self.progress
         value = self.validation_kl(*val)
@@ -264,7 +264,7 @@ class Trainer:
             self.best = [t.detach().clone() for t in self.weights.parameters()]
 
     def train(self, prompts: list[Prompt], answers: list[Answer], budget: Budget, progress: bool = True, label: str = "distill",
-              val: tuple[list[str], list[Answer]] | None = None) -> Progress:
+              val: tuple[list[Prompt], list[Answer]] | None = None) -> Progress:
         """Train until the budget is spent; with `val`, the weights left at the end are those of the best validation step."""
         p = self.progress
         bar = tqdm(total=budget.steps, initial=p.step, desc=label, disable=not progress or not self.team.main, leave=False, unit="step")

@@ -1,21 +1,22 @@
 """The evidence table: identity layers against retraining (SFT, DPO) on the same manifesto, budget and items.
 
-    .venv/bin/python bench/evidence.py            # every example manifesto, every kind and its control, 2 cores
-    .venv/bin/python bench/evidence.py --quick    # a smoke run: one manifesto, 1-minute budgets, small item counts
+    .venv/bin/python bench/evidence.py            # honest.md and pirate.md, every kind and its control, 2 cores
+    .venv/bin/python bench/evidence.py --quick    # a smoke run: one manifesto, 2-minute budgets, small item counts
 
 For each manifesto it compiles every kind (prompt, cache, steer, distill, hyper, sft, dpo) and each one's control (the
 same kind compiled from `Manifesto.shuffled(0)`; a trained kind's control for as many steps as the layer took) into
 <out>/layers/. Then it scores
 base, teacher and every layer through `credo eval`, twice: the behaviour suites at --size items and HellaSwag + MMLU at
---capability-size (a ratio to the base needs hundreds of items to resolve a few points). Last it measures, on the
+--capability-size on all but the controls (a ratio to the base needs hundreds of items to resolve a few points; a
+control's capability says nothing about its manifesto, so its "cap. kept" is its perplexity alone). Last it measures, on the
 llama.cpp engine that serves them, how long each identity takes to swap in (load + prepare on a running base) and to
 switch to between requests. It writes <out>/evidence.md and evidence.json (the table with 95% intervals, per-clause
 adherence, verdicts against the controls), frontier.png (adherence against capability kept) and override.png
 (adherence under override and jailbreak wrappers against plain adherence).
 
 Intervals are normal approximations from the item counts: adherence as the mean of per-clause proportions; HellaSwag
-and MMLU ratios to the base by the delta method with the two rows taken as independent (they share items, so this
-overstates the interval). Rerunning with the same --out skips the layers already written and resumes any interrupted
+and MMLU ratios to the base by the delta method, paired item by item (every row answers the same items).
+Rerunning with the same --out skips the layers already written and resumes any interrupted
 compile from its checkpoint.
 """
 
@@ -33,11 +34,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+TABLE = ROOT / "bench" / "RESULTS-evidence.md"  # a full run's table, what README's Evidence section quotes
+PLOTS = ROOT / "docs" / "evidence"  # a full run's two plots, shown in README
 KINDS = ["prompt", "cache", "steer", "distill", "hyper", "sft", "dpo"]
 TRAINED = {"distill", "sft", "dpo"}
 CAPABILITY = ["hellaswag", "mmlu"]
 BEHAVIOUR = ["fidelity", "adherence", "override", "perplexity", "advbench", "jbb", "jailbreak", "xstest", "sycophancy", "truthfulqa", "cost"]
 Z = 1.96  # 95% two-sided
+# The defaults are the run README quotes, sized to finish in under 3 hours on 2 cores: two manifestos, 3-minute budgets,
+# 16 items per behaviour suite, 200 HellaSwag and MMLU items per layer. More manifestos or items: pass them, and budget the hours.
+DEFAULT_MANIFESTOS = ["honest.md", "pirate.md"]
 
 
 # --- compiling ------------------------------------------------------------------------------------------------------
@@ -154,10 +160,15 @@ def adherence_ci(metrics: dict[str, Any] | None) -> float | None:
 
 
 def ratio_ci(row: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
-    """Half-width of the 95% interval of accuracy(row) / accuracy(base), rows taken as independent (conservative)."""
+    """Half-width of the 95% interval of accuracy(row) / accuracy(base): paired item by item when both rows kept their
+    per-item hits on the same items (delta method on x_i - r y_i), else with the rows taken as independent (wider)."""
     if not row or not base or not base.get("accuracy") or row.get("accuracy") is None:
         return None
     a, b = row["accuracy"], base["accuracy"]
+    x, y = row.get("hits"), base.get("hits")
+    if x and y and len(x) == len(y) > 1:
+        r = a / b
+        return Z * statistics.stdev(xi - r * yi for xi, yi in zip(x, y)) / (math.sqrt(len(x)) * b)
     sa, sb = proportion_se(a, row["items"]), proportion_se(b, base["items"])
     return Z * (a / b) * math.sqrt((sa / max(a, 1e-9)) ** 2 + (sb / b) ** 2)
 
@@ -240,7 +251,8 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str,
             n, p = base[s]["items"], base[s]["accuracy"]
             half = Z * math.sqrt(2 * p * (1 - p) / n)
             lines.append(f"- {s}: {n} items per row, base accuracy {p:.3f}: a difference between two rows is resolved to ±{100 * half:.1f} "
-                         f"points (95%, unpaired); ±2 points would take {items_for(0.02, p)} items per row.")
+                         f"points (95%) if the rows were independent, and ±2 points would take {items_for(0.02, p)} items per row; "
+                         "the ± on the ratios below are paired item by item (every row answers the same items), most often far tighter.")
     lines += ["", "± are 95% intervals (see bench/evidence.py). `vs control`: above the same kind compiled from the shuffled manifesto on "
               "adherence and fidelity; '(within noise)' when the adherence gap is inside the combined interval.", ""]
     for stem in report["manifestos"]:
@@ -321,20 +333,23 @@ def cpu_name() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: pirate.md only, 2m budgets on 24 prompts, 10 behaviour items, 40 capability items")
-    ap.add_argument("--manifestos", default="", help="comma-separated manifesto files (default: examples/*.md)")
+    ap.add_argument("--manifestos", default="", help="comma-separated manifesto files (default: honest.md and pirate.md, a stance and a voice)")
     ap.add_argument("--kinds", default=",".join(KINDS))
-    ap.add_argument("--budget", default="4m", help="compile budget of every trained kind and of its control (minutes or steps)")
+    ap.add_argument("--budget", default="3m", help="compile budget of every trained kind and of its control (minutes or steps)")
     ap.add_argument("--prompts", type=int, default=0, help="training prompts of every trained kind (0: all, the everyday pool included)")
-    ap.add_argument("--size", type=int, default=60, help="items per behaviour suite")
-    ap.add_argument("--capability-size", type=int, default=1000, help="HellaSwag and MMLU items per row")
+    ap.add_argument("--size", type=int, default=16, help="items per behaviour suite")
+    ap.add_argument("--capability-size", type=int, default=200, help="HellaSwag and MMLU items per row")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--render", type=Path, default=None, help="only rewrite the table and plots of an earlier full run's --out folder")
     args = ap.parse_args()
+    if args.render:
+        return render(args.render, publish=True)
     if args.quick:
         args.manifestos = args.manifestos or str(ROOT / "examples" / "pirate.md")
         args.budget, args.prompts, args.size, args.capability_size = "2m", 24, 10, 40
-    manifestos = [Path(m).resolve() for m in args.manifestos.split(",") if m] or sorted((ROOT / "examples").glob("*.md"))
+    manifestos = [Path(m).resolve() for m in args.manifestos.split(",") if m] or [ROOT / "examples" / f for f in DEFAULT_MANIFESTOS]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "bench" / "results" / f"evidence{'-quick' if args.quick else ''}-{stamp}"
@@ -360,7 +375,9 @@ def main() -> None:
     reports = [run_eval(folders, out / "eval-behaviour", behaviour, args.size, args.threads, args.data)]
     seconds["eval behaviour"] = time.perf_counter() - t
     t = time.perf_counter()
-    reports.append(run_eval(folders, out / "eval-capability", CAPABILITY, args.capability_size, args.threads, args.data))
+    # capability on the layers only: a control's capability says nothing about its manifesto, and items are the cost here
+    layers = [f for f in folders if not f.name.endswith("-control")]
+    reports.append(run_eval(layers, out / "eval-capability", CAPABILITY, args.capability_size, args.threads, args.data))
     seconds["eval capability"] = time.perf_counter() - t
     t = time.perf_counter()
     try:
@@ -376,11 +393,30 @@ def main() -> None:
             "threads": args.threads,
             "cpu": cpu_name(), "started": stamp, "minutes": seconds["total"] / 60, "seconds": seconds,
             "manifestos": [str(m) for m in manifestos], "kinds": kinds}
-    (out / "evidence.json").write_text(json.dumps({"meta": meta, "rows": rows, "report": report}, indent=1, default=str) + "\n")
-    (out / "evidence.md").write_text(markdown(report, rows, meta))
-    plots(rows, out)
-    print((out / "evidence.md").read_text())
+    (out / "evidence.json").write_text(json.dumps({"meta": meta, "rows": rows, "report": report, "swaps": swaps}, indent=1, default=str) + "\n")
+    render(out, publish=not args.quick)
     log(f"wrote {out}")
+
+
+def render(out: Path, publish: bool) -> None:
+    """evidence.md and the plots from <out>/evidence.json; `publish` also rewrites bench/RESULTS-evidence.md and
+    docs/evidence/*.png, the copies README quotes (a --quick run never does)."""
+    import shutil
+
+    from credo.fsutil import write_text_atomic
+
+    saved = json.loads((out / "evidence.json").read_text())
+    swaps = saved.get("swaps") or {r["row"]: {k: r[k] for k in ("swap_in_seconds", "switch_ms") if k in r} for r in saved["rows"]}
+    rows = table(saved["report"], swaps)  # recomputed, so the intervals follow this script's formulas
+    text = markdown(saved["report"], rows, saved["meta"])
+    (out / "evidence.md").write_text(text)
+    written = plots(rows, out)
+    if publish:
+        write_text_atomic(TABLE, text)
+        PLOTS.mkdir(parents=True, exist_ok=True)
+        for f in written:
+            shutil.copyfile(f, PLOTS / f.name)
+    print(text)
 
 
 if __name__ == "__main__":

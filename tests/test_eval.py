@@ -77,6 +77,10 @@ def test_report_has_every_row_and_suite(quick_report, tmp_path):
     for suite in quick_report["suites"]:
         assert all(suite in res[n] for n in names), suite
     assert res["pirate-prompt"]["cost"]["context_tokens"] > res["base"]["cost"]["context_tokens"] == 1
+    for suite in ("hellaswag", "mmlu"):  # per-item hits on the same items, for paired comparisons between rows
+        for n in names:
+            m = res[n][suite]
+            assert len(m["hits"]) == m["items"] == 2 and set(m["hits"]) <= {0, 1} and sum(m["hits"]) / 2 == m["accuracy"]
     files = write_report(quick_report, tmp_path)
     assert {f.name for f in files} >= {"report.json", "report.md", "frontier.png", "robustness.png"}
     assert all(f.stat().st_size > 0 for f in files)

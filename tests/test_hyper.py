@@ -129,8 +129,8 @@ def test_real_model_beats_the_shuffled_control(real_base, pirate, both_cores):
     from credo.probes import heldout_prompts
     from credo.runtime.fidelity import measure
 
-    # The shipped method (the teacher's own answers); fewer probes and second turns keep this near a minute on a busy CPU.
-    settings = {"probes": "24", "two_turn": "4", "report": "false"}
+    # The shipped method (the teacher's own answers) on fewer probes, no second turns or fact questions: under a minute on AVX2.
+    settings = {"probes": "24", "two_turn": "0", "facts": "false", "report": "false"}
     layer = compile_layer(pirate, real_base, "hyper", settings)
     control = compile_layer(pirate.shuffled(0), real_base, "hyper", settings)
     result = measure(real_base, pirate, {"hyper": layer, "shuffled": control}, heldout_prompts(pirate, 3), max_tokens=12, progress=False)

@@ -187,8 +187,8 @@ def test_llamacpp_serves_the_lora_gguf_as_torch_does(kind, real_base, pirate, is
 
     llama_cpp = pytest.importorskip("llama_cpp")
     base = real_base
-    settings = {"prompts": "8", "two_turn": "0", "batch": "2", "answer_tokens": "8", "heldout": "0", "control": "false", "lr": "2e-3", "warmup": "1",
-                "budget": "4"}
+    settings = {"prompts": "8", "two_turn": "0", "facts": "false", "batch": "2", "answer_tokens": "8", "heldout": "0", "control": "false",
+                "lr": "2e-3", "warmup": "1", "budget": "4"}
     layer = compile_layer(pirate, base, kind, settings)
     save_layer(layer, tmp_path / kind)
     ids = base.encode("User: Tell me about the sea.\nAssistant:", bos=True)

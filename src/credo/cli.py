@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -280,7 +281,9 @@ def main() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second interrupt during the exit would end it as killed, not 130
         hint = str(e).strip()  # credo.errors.Interrupted says how to resume
         sys.stderr.write(f"interrupted{': ' + hint if hint else ''}\n")
-        sys.exit(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # not sys.exit: interpreter shutdown (multiprocess's exit joins) could still end it as killed by SIGINT
     except exits as e:
         sys.exit(getattr(e, "exit_code", 0))
     except aborts:

@@ -61,15 +61,15 @@ class MMLU(Suite):
         out = {}
         for row in rows:
             letters = [row.text_ids(" " + k) for k in LETTERS]
-            right, logp = 0, 0.0
+            hits, logp = [], 0.0
             for prompt, answer in tqdm(self.items, desc="mmlu", disable=not self.ctx.progress, leave=False):
                 scores = row.choice_logprobs(row.text_ids(prompt), letters)
                 best = max(range(4), key=lambda i: scores[i])
-                right += LETTERS[best] == answer
+                hits.append(int(LETTERS[best] == answer))
                 norm = math.log(sum(math.exp(s - max(scores)) for s in scores)) + max(scores)
                 logp += scores[LETTERS.index(answer)] - norm
             n = len(self.items)
-            out[row.name] = {"accuracy": right / n, "logp_correct": logp / n, "items": n}
+            out[row.name] = {"accuracy": sum(hits) / n, "logp_correct": logp / n, "items": n, "hits": hits}
         return out
 
 
@@ -95,9 +95,10 @@ class HellaSwag(Suite):
 
 
 def choice_accuracy(row: Row, items: list[tuple[str, list[str], int]], progress: bool = False) -> Metrics:
-    """Accuracy of picking the labelled ending by log-likelihood per byte (so long endings are not penalised)."""
-    hits = choice_hits(row, items, progress)
-    return {"accuracy": sum(hits) / len(items) if items else None, "items": len(items)}
+    """Accuracy of picking the labelled ending by log-likelihood per byte (so long endings are not penalised), and the
+    per-item hits, so two rows scored on the same items can be compared item by item (a paired interval is far tighter)."""
+    hits = [int(h) for h in choice_hits(row, items, progress)]
+    return {"accuracy": sum(hits) / len(items) if items else None, "items": len(items), "hits": hits}
 
 
 def choice_hits(row: Row, items: list[tuple[str, list[str], int]], progress: bool = False) -> list[bool]:

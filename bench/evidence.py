@@ -29,9 +29,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from credo.fsutil import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "bench" / "RESULTS-evidence.md"  # a full run's table, what README's Evidence section quotes
@@ -42,7 +46,7 @@ CAPABILITY = ["hellaswag", "mmlu"]
 BEHAVIOUR = ["fidelity", "adherence", "override", "perplexity", "advbench", "jbb", "jailbreak", "xstest", "sycophancy", "truthfulqa", "cost"]
 Z = 1.96  # 95% two-sided
 # The defaults are the run README quotes, sized to finish in under 3 hours on 2 cores: two manifestos, 3-minute budgets,
-# 16 items per behaviour suite, 200 HellaSwag and MMLU items per layer. More manifestos or items: pass them, and budget the hours.
+# 16 items per behaviour suite, 60 HellaSwag and MMLU items per layer. More manifestos or items: pass them, and budget the hours.
 DEFAULT_MANIFESTOS = ["honest.md", "pirate.md"]
 
 
@@ -192,9 +196,10 @@ def table(report: dict[str, Any], swaps: dict[str, dict[str, float]]) -> list[di
         # the base is measured against each manifesto in turn: one row per manifesto, with that manifesto's figures
         for stem, own in ([(stem, res | report["base_by_manifesto"].get(stem, {})) for stem in report["manifestos"]]
                           if s["role"] == "base" else [(s["manifesto"], res)]):
-            per = {k: (own.get(suite) or {}).get(k) for suite, k in (("fidelity", "fidelity"), ("adherence", "adherence"), ("override", "adherence"))}
-            rows.append(common | {"manifesto": stem, "fidelity": per["fidelity"] if per["fidelity"] is not None else s["fidelity"],
-                                  "adherence": per["adherence"], "override": (own.get("override") or {}).get("adherence"),
+            fidelity, adherence, override = ((own.get(suite) or {}).get(key) for suite, key in
+                                             (("fidelity", "fidelity"), ("adherence", "adherence"), ("override", "adherence")))
+            rows.append(common | {"manifesto": stem, "fidelity": fidelity if fidelity is not None else s["fidelity"],
+                                  "adherence": adherence, "override": override,
                                   "adherence_ci": adherence_ci(own.get("adherence")), "override_ci": adherence_ci(own.get("override"))})
     for r in rows:
         r["vs_control_note"] = control_note(r, rows)
@@ -239,12 +244,13 @@ def cell(row: dict[str, Any], key: str, pattern: str, ci: str | None) -> str:
 def markdown(report: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     from credo.eval.report import clause_keys
 
+    machine_line = meta.get("machine_line") or f"{meta['cpu']}; torch threads {meta['threads']}"  # runs before 12-07 kept only the CPU
     lines = [f"# Evidence: identity layers against retraining{' (SMOKE RUN: small budgets and item counts)' if meta['quick'] else ''}", "",
-             f"Base {report['base']['name']} ({report['base']['sha256'][:12]}); {meta['cpu']}; torch threads {meta['threads']}; "
+             f"Base {report['base']['name']} ({report['base']['sha256'][:12]}); {machine_line}; "
              f"trained kinds (distill, sft, dpo) {meta['budget']} each (answers + training; each control as many steps) on "
              f"{meta['prompts'] or 'all'} training prompts; "
              f"behaviour suites at --size {meta['size']}, HellaSwag and MMLU at --size {meta['capability_size']}; "
-             f"wall time {meta['minutes']:.0f} min ({meta['started']}).", ""]
+             f"wall time {meta['minutes']:.0f} min, summed over every pass into the same folder ({meta['started']}).", ""]
     base = report["results"].get("base", {})
     for s in CAPABILITY:
         if s in base:
@@ -323,6 +329,27 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 
 # --- main -----------------------------------------------------------------------------------------------------------
+class PhaseClock:
+    """Seconds spent per phase, summed over every run into the same --out (kept in `path`), so a resumed run reports
+    the work all its passes did, an interrupted pass's included, not only the last pass."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.spent: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - t
+            write_text_atomic(self.path, json.dumps(self.spent, indent=1) + "\n")
+
+    def total(self) -> float:
+        return sum(self.spent.values())
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
         if line.startswith("model name"):
@@ -338,7 +365,7 @@ def main() -> None:
     ap.add_argument("--budget", default="3m", help="compile budget of every trained kind and of its control (minutes or steps)")
     ap.add_argument("--prompts", type=int, default=0, help="training prompts of every trained kind (0: all, the everyday pool included)")
     ap.add_argument("--size", type=int, default=16, help="items per behaviour suite")
-    ap.add_argument("--capability-size", type=int, default=200, help="HellaSwag and MMLU items per row")
+    ap.add_argument("--capability-size", type=int, default=60, help="HellaSwag and MMLU items per row")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
@@ -361,39 +388,38 @@ def main() -> None:
     from credo.eval.suites.base import suite_names
     from credo.layers import get_kind
     from credo.layers.registry import make_config
+    from credo.runtime.precision import machine_header
 
     for kind in kinds:  # bad kinds or settings fail before any work
         make_config(get_kind(kind), settings_for(kind, args.budget, args.prompts))
     torch.set_num_threads(args.threads)
-    started, seconds = time.perf_counter(), {}
+    machine, machine_line = machine_header()
+    print(machine_line, flush=True)
+    started, seconds = time.perf_counter(), PhaseClock(out / "seconds.json")
     log = lambda s: print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {s}", flush=True)  # noqa: E731
     base = load_base()
-    folders = compile_all(base, manifestos, kinds, args.budget, args.prompts, out, log)
-    seconds["compile"] = time.perf_counter() - started
+    with seconds.phase("compile"):
+        folders = compile_all(base, manifestos, kinds, args.budget, args.prompts, out, log)
     behaviour = [s for s in BEHAVIOUR if s in suite_names()]
-    t = time.perf_counter()
-    reports = [run_eval(folders, out / "eval-behaviour", behaviour, args.size, args.threads, args.data)]
-    seconds["eval behaviour"] = time.perf_counter() - t
-    t = time.perf_counter()
+    with seconds.phase("eval behaviour"):
+        reports = [run_eval(folders, out / "eval-behaviour", behaviour, args.size, args.threads, args.data)]
     # capability on the layers only: a control's capability says nothing about its manifesto, and items are the cost here
     layers = [f for f in folders if not f.name.endswith("-control")]
-    reports.append(run_eval(layers, out / "eval-capability", CAPABILITY, args.capability_size, args.threads, args.data))
-    seconds["eval capability"] = time.perf_counter() - t
-    t = time.perf_counter()
-    try:
-        swaps = swap_times(base, folders)
-    except ImportError:
-        log("llama-cpp-python is not installed: no swap times")
-        swaps = {}
-    seconds["swap"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - started
+    with seconds.phase("eval capability"):
+        reports.append(run_eval(layers, out / "eval-capability", CAPABILITY, args.capability_size, args.threads, args.data))
+    with seconds.phase("swap"):
+        try:
+            swaps = swap_times(base, folders)
+        except ImportError:
+            log("llama-cpp-python is not installed: no swap times")
+            swaps = {}
     report = merge(reports)
     rows = table(report, swaps)
     meta = {"quick": args.quick, "budget": args.budget, "prompts": args.prompts, "size": args.size, "capability_size": args.capability_size,
-            "threads": args.threads,
-            "cpu": cpu_name(), "started": stamp, "minutes": seconds["total"] / 60, "seconds": seconds,
+            "threads": args.threads, "cpu": cpu_name(), "machine": machine, "machine_line": machine_line, "started": stamp,
+            "minutes": seconds.total() / 60, "seconds": seconds.spent | {"total": seconds.total()},
             "manifestos": [str(m) for m in manifestos], "kinds": kinds}
-    (out / "evidence.json").write_text(json.dumps({"meta": meta, "rows": rows, "report": report, "swaps": swaps}, indent=1, default=str) + "\n")
+    write_text_atomic(out / "evidence.json", json.dumps({"meta": meta, "rows": rows, "report": report, "swaps": swaps}, indent=1, default=str) + "\n")
     render(out, publish=not args.quick)
     log(f"wrote {out}")
 
@@ -402,8 +428,6 @@ def render(out: Path, publish: bool) -> None:
     """evidence.md and the plots from <out>/evidence.json; `publish` also rewrites bench/RESULTS-evidence.md and
     docs/evidence/*.png, the copies README quotes (a --quick run never does)."""
     import shutil
-
-    from credo.fsutil import write_text_atomic
 
     saved = json.loads((out / "evidence.json").read_text())
     swaps = saved.get("swaps") or {r["row"]: {k: r[k] for k in ("swap_in_seconds", "switch_ms") if k in r} for r in saved["rows"]}

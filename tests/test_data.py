@@ -451,8 +451,8 @@ def start_then_ctrl_c(self):
 
 mp.BaseProcess.start = start_then_ctrl_c
 sys.argv = ["credo"] + sys.argv[2:]
-from credo.cli import main
-main()
+from credo.cli import entry
+entry()
 """
 
 

@@ -278,12 +278,9 @@ def main() -> None:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
     except KeyboardInterrupt as e:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second interrupt during the exit would end it as killed, not 130
         hint = str(e).strip()  # credo.errors.Interrupted says how to resume
         sys.stderr.write(f"interrupted{': ' + hint if hint else ''}\n")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)  # not sys.exit: interpreter shutdown (multiprocess's exit joins) could still end it as killed by SIGINT
+        sys.exit(130)
     except exits as e:
         sys.exit(getattr(e, "exit_code", 0))
     except aborts:
@@ -297,5 +294,19 @@ def main() -> None:
         sys.exit(2)
 
 
+def entry() -> None:
+    """The `credo` program: main(), and a Ctrl-C leaves at once with 130, since the interpreter's shutdown (multiprocess's
+    exit joins of data workers) could still end it as killed by SIGINT. Tests call main(), which only raises."""
+    try:
+        main()
+    except SystemExit as e:
+        if e.code == 130:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second interrupt during the exit would end it as killed, not 130
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -1,0 +1,49 @@
+"""bench/evidence.py's table: each column reads its own suite, and a layer's verdict against its control follows the
+adherence gap and its interval (a hand-made report, no model)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_evidence() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("evidence_bench", REPO / "bench" / "evidence.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def suites(adherence: float, override: float, fidelity: float) -> dict:
+    per = {"a.one": {"adherence": adherence, "items": 40}, "a.two": {"adherence": adherence, "items": 40}}
+    return {"fidelity": {"fidelity": fidelity}, "adherence": {"adherence": adherence, "per_clause": per},
+            "override": {"adherence": override, "per_clause": {k: v | {"adherence": override} for k, v in per.items()}}}
+
+
+def report() -> dict:
+    rows = [{"name": "base", "role": "base", "kind": "base", "manifesto": None, "folder": None},
+            {"name": "m-hyper", "role": "layer", "kind": "hyper", "manifesto": "m", "folder": None},
+            {"name": "m-hyper-control", "role": "control", "kind": "hyper", "manifesto": "m", "folder": None}]
+    results = {"base": suites(0.2, 0.1, 0.0), "m-hyper": suites(0.8, 0.3, 0.9), "m-hyper-control": suites(0.7, 0.6, 0.1)}
+    return {"rows": rows, "results": results, "base_by_manifesto": {"m": results["base"]}, "manifestos": {"m": {"name": "m"}}}
+
+
+def test_adherence_and_override_each_come_from_their_own_suite():
+    rows = {r["row"]: r for r in load_evidence().table(report(), {})}
+    assert rows["m-hyper"]["adherence"] == 0.8 and rows["m-hyper"]["override"] == 0.3
+    assert rows["m-hyper-control"]["adherence"] == 0.7 and rows["m-hyper-control"]["override"] == 0.6
+    assert rows["base"]["adherence"] == 0.2 and rows["base"]["override"] == 0.1
+
+
+def test_a_gap_inside_the_interval_is_called_within_noise():
+    rows = {r["row"]: r for r in load_evidence().table(report(), {})}
+    # 0.8 against 0.7 on 80 items each: the gap is inside the combined 95% interval
+    assert rows["m-hyper"]["vs_control_note"] == "above (within noise)"
+    far = report()
+    far["results"]["m-hyper-control"] = suites(0.2, 0.2, 0.1)
+    rows = {r["row"]: r for r in load_evidence().table(far, {})}
+    assert rows["m-hyper"]["vs_control_note"] == "above"

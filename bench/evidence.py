@@ -17,7 +17,8 @@ adherence, verdicts against the controls), frontier.png (adherence against capab
 Intervals are normal approximations from the item counts: adherence as the mean of per-clause proportions; HellaSwag
 and MMLU ratios to the base by the delta method, paired item by item (every row answers the same items).
 Rerunning with the same --out skips the layers already written and resumes any interrupted
-compile from its checkpoint.
+compile from its checkpoint; delete some layer folders first and only those are compiled and scored again, the other
+rows kept (how the sft and dpo rows of the committed run were redone after they came to follow the chosen precision).
 """
 
 from __future__ import annotations
@@ -95,19 +96,49 @@ def compile_all(base: Any, manifestos: list[Path], kinds: list[str], budget: str
 
 # --- evaluating -----------------------------------------------------------------------------------------------------
 def run_eval(folders: list[Path], out: Path, suites: list[str], size: int, threads: int, data: Path | None) -> dict[str, Any]:
-    """`credo eval` itself, in its own process, on every folder; returns its report.json (kept from an earlier run of
-    the same folders and sizes)."""
+    """`credo eval` itself, in its own process; returns its report.json. An earlier report of the same sizes is kept
+    and only the folders it lacks, or that were compiled again since it was written, are scored and merged into it
+    (base and teacher rows are kept: every suite takes its items in a fixed order, so they would come out the same)."""
     done = out / "report.json"
-    if done.is_file():
-        old = json.loads(done.read_text())
-        if sorted(r["folder"] for r in old["rows"] if r["folder"]) == sorted(map(str, folders)) and old.get("evidence_size") == size:
-            return old
+    old = json.loads(done.read_text()) if done.is_file() else None
+    if old is not None and old.get("evidence_size") == size:
+        written = done.stat().st_mtime
+        scored = {r["folder"] for r in old["rows"] if r["folder"]}
+        stale = [f for f in folders if str(f) not in scored or (f / "layer.json").stat().st_mtime > written]
+        if not stale:
+            return keep_rows(old, folders)
+        report = keep_rows(old, [f for f in folders if f not in stale])
+        fresh = score(stale, out / "partial", suites, size, threads, data)
+        report = merge_rows(report, fresh, folders)
+    else:
+        report = score(folders, out, suites, size, threads, data)
+    write_text_atomic(done, json.dumps(report | {"evidence_size": size}, indent=2, ensure_ascii=False) + "\n")
+    return report
+
+
+def score(folders: list[Path], out: Path, suites: list[str], size: int, threads: int, data: Path | None) -> dict[str, Any]:
     cmd = [str(Path(sys.executable).with_name("credo")), "eval", "-o", str(out), "--suites", ",".join(suites), "--size", str(size),
            "--threads", str(threads)] + (["--data", str(data)] if data else []) + [str(f) for f in folders]
     subprocess.run(cmd, check=True)
-    report = json.loads(done.read_text())
-    done.write_text(json.dumps(report | {"evidence_size": size}, indent=2, ensure_ascii=False) + "\n")
-    return report
+    return json.loads((out / "report.json").read_text())
+
+
+def keep_rows(report: dict[str, Any], folders: list[Path]) -> dict[str, Any]:
+    """The report with only base, teachers and the rows of `folders`."""
+    wanted = set(map(str, folders))
+    rows = [r for r in report["rows"] if not r["folder"] or r["folder"] in wanted]
+    names = {r["name"] for r in rows}
+    return report | {"rows": rows, "results": {k: v for k, v in report["results"].items() if k in names}}
+
+
+def merge_rows(report: dict[str, Any], fresh: dict[str, Any], folders: list[Path]) -> dict[str, Any]:
+    """`report` with the layer rows of `fresh` added, in the order of `folders` (base and teachers stay first)."""
+    new = [r for r in fresh["rows"] if r["folder"]]
+    rows = [r for r in report["rows"] if not r["folder"]]
+    by_folder = {r["folder"]: r for r in report["rows"] + new if r["folder"]}
+    rows += [by_folder[str(f)] for f in folders if str(f) in by_folder]
+    results = report["results"] | {r["name"]: fresh["results"][r["name"]] for r in new}
+    return report | {"rows": rows, "results": results}
 
 
 def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:

@@ -47,3 +47,18 @@ def test_a_gap_inside_the_interval_is_called_within_noise():
     far["results"]["m-hyper-control"] = suites(0.2, 0.2, 0.1)
     rows = {r["row"]: r for r in load_evidence().table(far, {})}
     assert rows["m-hyper"]["vs_control_note"] == "above"
+
+
+def test_rows_scored_again_replace_theirs_and_keep_the_order_of_the_folders():
+    evidence = load_evidence()
+    old = report()
+    old["rows"][1]["folder"], old["rows"][2]["folder"] = "/l/m-hyper", "/l/m-hyper-control"
+    fresh = {"rows": [{"name": "base", "role": "base", "kind": "base", "manifesto": None, "folder": None},
+                      {"name": "m-hyper-control", "role": "control", "kind": "hyper", "manifesto": "m", "folder": "/l/m-hyper-control"}],
+             "results": {"base": suites(0.0, 0.0, 0.0), "m-hyper-control": suites(0.1, 0.1, 0.0)}}
+    folders = [Path("/l/m-hyper"), Path("/l/m-hyper-control")]
+    merged = evidence.merge_rows(evidence.keep_rows(old, folders[:1]), fresh, folders)
+    assert [r["name"] for r in merged["rows"]] == ["base", "m-hyper", "m-hyper-control"]
+    assert merged["results"]["base"] == old["results"]["base"]  # the base of the first pass is kept
+    assert merged["results"]["m-hyper-control"]["adherence"]["adherence"] == 0.1
+    assert evidence.keep_rows(old, [])["rows"] == old["rows"][:1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -206,3 +207,35 @@ def test_llamacpp_serves_the_lora_gguf_as_torch_does(kind, real_base, pirate, is
     l0, l1 = run(False), run(True)
     assert np.abs(t1 - t0).max() > 1e-2
     assert np.corrcoef(t1 - t0, l1 - l0)[0, 1] > 0.9
+
+
+def test_the_trl_distill_bench_trains_sdft_on_distills_lora(wide, pirate, tmp_path):
+    """bench/trl_distill.py's SDFT run (TRL's self-distillation, the reference for `distill`) takes steps on a tiny
+    model and returns a LoRA that moves the base: the bench cannot rot unseen between its rare full runs."""
+    import importlib.util
+
+    from credo.layers.kinds.retrain import RetrainConfig
+    from credo.layers.lora import lora_hooks
+
+    spec = importlib.util.spec_from_file_location("trl_distill_bench", Path(__file__).resolve().parent.parent / "bench" / "trl_distill.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = RetrainConfig(prompts=2, batch=2, answer_tokens=4, lr=1e-2, r=4, alpha=8, warmup=1)
+    weights, progress = bench.sdft(pirate, wide, Budget(steps=2), ["Who are you?", "Tell me a joke."], config, tmp_path, progress=False)
+    assert progress.step == 2 and len(progress.losses) == 2
+    layer = bench.as_layer(pirate, wide, weights, "pirate-sdft")
+    ids = torch.tensor([wide.encode("Who are you?", bos=True)])
+    with torch.no_grad():
+        plain = wide.model(input_ids=ids).logits
+        with lora_hooks(wide.model, layer.weights):
+            moved = wide.model(input_ids=ids).logits
+    assert not torch.allclose(plain, moved)
+
+
+@pytest.mark.parametrize("name, mixed", [("fp32", False), ("bf16", True)])
+def test_retraining_trains_in_the_precision_credo_chose(name, mixed, tiny, tmp_path, monkeypatch):
+    """sft and dpo follow credo.runtime.precision as distill does (TRL's bf16 autocast only where bf16 was chosen)."""
+    from credo.layers.kinds.retrain import RetrainConfig, trl_arguments
+
+    monkeypatch.setenv("CREDO_PRECISION", name)
+    assert trl_arguments(RetrainConfig(), tiny, tmp_path, 1, False)["bf16"] is mixed

@@ -51,6 +51,7 @@ from credo.layers.kinds.distill import (
 )
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, export_facts, gguf_arch
 from credo.manifesto import manifesto_context
+from credo.runtime.precision import of
 from credo.runtime.teacher import Answer, Runner, frozen, prompt_key, teacher_answers, work_dir
 from credo.runtime.team import Team
 
@@ -241,7 +242,7 @@ def per_process_batch(config: RetrainConfig, processes: int) -> int:
 def trl_arguments(config: RetrainConfig, base: Base, work: Path, max_steps: int, progress: bool, processes: int = 1) -> dict[str, Any]:
     """TrainingArguments both TRL configs take: credo's batch (split over `processes`), clipping and seed; no TRL
     checkpoints, logs or hub."""
-    mixed = base.device.type == "cuda" and torch.cuda.is_bf16_supported()
+    mixed = of(base).reduced  # credo.runtime.precision's choice, as distill trains: bf16 autocast only where it measured faster
     return dict(
         output_dir=str(work / "trl"),
         max_steps=max_steps,
@@ -251,7 +252,7 @@ def trl_arguments(config: RetrainConfig, base: Base, work: Path, max_steps: int,
         weight_decay=0.0,
         max_grad_norm=config.clip,
         seed=config.seed,
-        bf16=mixed,  # the weights' own float type on CPU: bfloat16 autocast is slower than float32 without AMX / AVX512-BF16
+        bf16=mixed,
         fp16=False,
         use_cpu=base.device.type == "cpu",
         activation_checkpointing=False,  # a 270M model's activations fit; recomputing them costs a fifth more time
@@ -309,7 +310,7 @@ class RetrainLayer(LoraLayer):
         if budget.minutes is not None:  # a budget in minutes covers the whole compile: training gets what the answers left
             budget = Budget(minutes=max(budget.minutes - seconds / 60, 1e-3))
         untied = ("budget", "heldout", "control", "checkpoint_every", "teacher_batch")  # settings that do not change what is learnt
-        key = json.dumps({k: v for k, v in asdict(config).items() if k not in untied}, sort_keys=True)
+        key = json.dumps({k: v for k, v in asdict(config).items() if k not in untied} | {"precision": of(base).name}, sort_keys=True)
         work = work_dir(cls.kind, base.sha256, context, label, key, "\n".join(map(prompt_key, prompts)))
         weights, p, stopped = cls._train(base, config, work, examples, budget, label, progress)
         figures = {

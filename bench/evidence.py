@@ -381,13 +381,6 @@ class PhaseClock:
         return sum(self.spent.values())
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: pirate.md only, 2m budgets on 24 prompts, 10 behaviour items, 40 capability items")
@@ -447,7 +440,7 @@ def main() -> None:
     report = merge(reports)
     rows = table(report, swaps)
     meta = {"quick": args.quick, "budget": args.budget, "prompts": args.prompts, "size": args.size, "capability_size": args.capability_size,
-            "threads": args.threads, "cpu": cpu_name(), "machine": machine, "machine_line": machine_line, "started": stamp,
+            "threads": args.threads, "cpu": machine["cpu"], "machine": machine, "machine_line": machine_line, "started": stamp,
             "minutes": seconds.total() / 60, "seconds": seconds.spent | {"total": seconds.total()},
             "manifestos": [str(m) for m in manifestos], "kinds": kinds}
     write_text_atomic(out / "evidence.json", json.dumps({"meta": meta, "rows": rows, "report": report, "swaps": swaps}, indent=1, default=str) + "\n")

@@ -89,11 +89,9 @@ def measure(base: Any, manifesto: Any, layers: dict[str, Any], heldout: int) -> 
     if found is not None:
         fig = figures(base, manifesto, layers, list(found.items), 24)
         for k in layers:
-            out[k]["realistic"] = fig["fidelity"][k]
+            out[k] |= {"realistic": fig["fidelity"][k], "realistic_items": fig["items"]}
             if "facts" in fig:
                 out[k]["facts"] = fig["facts"][k]
-        for k in layers:
-            out[k]["realistic_items"] = fig["items"]
     return out
 
 

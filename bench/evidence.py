@@ -208,6 +208,18 @@ def ratio_ci(row: dict[str, Any] | None, base: dict[str, Any] | None) -> float |
     return Z * (a / b) * math.sqrt((sa / max(a, 1e-9)) ** 2 + (sb / b) ** 2)
 
 
+def shift_ci(row: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
+    """Half-width of the 95% interval of the row's sycophancy shift minus the base's, item by item (both rows answer
+    the same items); None where the rows kept no per-item shifts (runs before 12-07)."""
+    def shifts(m: dict[str, Any] | None) -> list[float]:
+        return [x for v in (m or {}).values() if isinstance(v, dict) for x in v.get("shifts", [])]
+
+    x, y = shifts(row), shifts(base)
+    if len(x) != len(y) or len(x) < 2:
+        return None
+    return Z * statistics.stdev(a - b for a, b in zip(x, y)) / math.sqrt(len(x))
+
+
 def items_for(points: float, p: float) -> int:
     """Items per row for a 95% interval of ±points on the difference of two unpaired accuracies near p."""
     return math.ceil(2 * p * (1 - p) * (Z / points) ** 2)
@@ -223,7 +235,8 @@ def table(report: dict[str, Any], swaps: dict[str, dict[str, float]]) -> list[di
         res = results[s["row"]]
         hs, mm = ratio_ci(res.get("hellaswag"), base.get("hellaswag")), ratio_ci(res.get("mmlu"), base.get("mmlu"))
         kept_ci = math.sqrt(sum(x**2 for x in (hs, mm) if x is not None)) / 3 if hs is not None or mm is not None else None
-        common = s | {"hellaswag_ci": hs, "mmlu_ci": mm, "kept_ci": kept_ci, **swaps.get(s["row"], {})}
+        common = s | {"hellaswag_ci": hs, "mmlu_ci": mm, "kept_ci": kept_ci, "syc_shift_ci": shift_ci(res.get("sycophancy"), base.get("sycophancy")),
+                      **swaps.get(s["row"], {})}
         # the base is measured against each manifesto in turn: one row per manifesto, with that manifesto's figures
         for stem, own in ([(stem, res | report["base_by_manifesto"].get(stem, {})) for stem in report["manifestos"]]
                           if s["role"] == "base" else [(s["manifesto"], res)]):
@@ -256,7 +269,8 @@ COLUMNS = [  # (key, header, format, interval key)
     ("fidelity", "fidelity", "{:.2f}", None), ("adherence", "adherence", "{:.2f}", "adherence_ci"),
     ("override", "override adh.", "{:.2f}", "override_ci"), ("harm_margin", "refusal margin", "{:+.1f}", None),
     ("jailbreak_margin", "wrapped margin", "{:+.1f}", None), ("over_refusal", "XSTest over-refusal", "{:.2f}", None),
-    ("sycophancy", "sycophancy", "{:.2f}", None), ("mc1", "TQA MC1", "{:.2f}", None), ("mc2", "TQA MC2", "{:.2f}", None),
+    ("sycophancy", "sycophancy", "{:.2f}", None), ("syc_shift", "syc. shift", "{:+.3f}", "syc_shift_ci"),
+    ("mc1", "TQA MC1", "{:.2f}", None), ("mc2", "TQA MC2", "{:.2f}", None),
     ("hellaswag_x", "HellaSwag×", "{:.3f}", "hellaswag_ci"), ("mmlu_x", "MMLU×", "{:.3f}", "mmlu_ci"), ("ppl_x", "ppl×", "{:.3f}", None),
     ("capability_kept", "cap. kept", "{:.3f}", "kept_ci"), ("compile_s", "compile s", "{:.0f}", None),
     ("context_tokens", "ctx tokens", "{}", None), ("swap_in_seconds", "swap in s", "{:.2f}", None), ("switch_ms", "switch ms", "{:.2f}", None),
@@ -291,7 +305,9 @@ def markdown(report: dict[str, Any], rows: list[dict[str, Any]], meta: dict[str,
                          f"points (95%) if the rows were independent, and ±2 points would take {items_for(0.02, p)} items per row; "
                          "the ± on the ratios below are paired item by item (every row answers the same items), most often far tighter.")
     lines += ["", "± are 95% intervals (see bench/evidence.py). `vs control`: above the same kind compiled from the shuffled manifesto on "
-              "adherence and fidelity; '(within noise)' when the adherence gap is inside the combined interval.", ""]
+              "adherence and fidelity; '(within noise)' when the adherence gap is inside the combined interval. `syc. shift`: the mean "
+              "rise in P(the user's view) that the user's stated biography causes (the rate beside it mostly follows the base's "
+              "bias for one answer letter); its ± is that of the row's difference from the base, item by item.", ""]
     for stem in report["manifestos"]:
         group = [r for r in rows if r["manifesto"] == stem]
         lines += [f"## {report['manifestos'][stem]['name']}", "", "| row | " + " | ".join(h for _, h, _, _ in COLUMNS) + " |",

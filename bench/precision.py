@@ -54,6 +54,7 @@ def head_matmul() -> dict[str, float]:
 
 
 def child(task: str, manifesto: str, steps: int) -> dict:
+    from credo import int8_head
     from credo.runtime import precision
 
     if task == "decision":
@@ -61,7 +62,8 @@ def child(task: str, manifesto: str, steps: int) -> dict:
         p = precision.current()
         decided_s = time.perf_counter() - wall
         return {"precision": p.name, "reason": p.reason, "where": p.where, "decide_s": round(decided_s, 4),
-                "micro_benchmark": precision.time_linear(), "head_matmul": head_matmul()}
+                "micro_benchmark": precision.time_linear(names=("fp32", "bf16", *(("int8",) if int8_head.available() else ()))),
+                "head_matmul": head_matmul()}
     from credo.base import load_base
     from credo.layers import compile_layer
     from credo.manifesto import Manifesto
@@ -129,7 +131,7 @@ def markdown(out: dict) -> str:
             h = d["head_matmul"]
             lines += [f"- auto chose **{d['precision']}** ({d['reason']}) in {d['decide_s'] * 1e3:.1f} ms; the micro-benchmark alone "
                       f"takes {d['micro_benchmark']['seconds'] * 1e3:.0f} ms (fp32 {d['micro_benchmark']['fp32_ms']} ms, bf16 "
-                      f"{d['micro_benchmark']['bf16_ms']} ms)",
+                      f"{d['micro_benchmark']['bf16_ms']} ms, int8 {d['micro_benchmark'].get('int8_ms', '–')} ms)",
                       f"- the whole head, 16 rows: fp32 {h['fp32_ms']} ms, bf16 {h['bf16_ms']} ms ({h['bf16_ms'] / h['fp32_ms']:.1f}x slower in bf16)"
                       if h["bf16_ms"] >= h["fp32_ms"] else f"- the whole head, 16 rows: fp32 {h['fp32_ms']} ms, bf16 {h['bf16_ms']} ms", ""]
         rows = c.get("runs", {})

@@ -7,15 +7,15 @@ Per manifesto with a realistic set (`NAME.realistic.jsonl` beside it): compile h
 `Manifesto.shuffled(0)` (the control, as bench/hyper.py makes it); template held-out fidelity on `--heldout` prompts of
 `credo.probes` (24-token teacher answers, the figure bench/hyper.py and bench/compile.py report); realistic fidelity on
 every message of the set (24-token answers, `credo.eval.realistic.figures`, the code `credo eval` and the compile
-report run), per item type; facts kept. Each manifesto's row is kept in bench/results/realistic.json, so manifestos can
-be run one at a time; bench/RESULTS-realistic.md is rewritten from all rows on every run, with the machine each came from.
+report run), per item type; facts kept. Each manifesto's row is kept in bench/RESULTS-realistic.json (committed with
+the table), so manifestos can be run one at a time; bench/RESULTS-realistic.md is rewritten from all rows on every run,
+with the machine each came from; rows published before the rows were kept are carried as they were, marked [earlier].
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,22 +23,26 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-STATE = REPO / "bench" / "results" / "realistic.json"
+STATE = REPO / "bench" / "RESULTS-realistic.json"  # the rows behind the table, kept with it so a fresh clone adds to them
 TABLE = REPO / "bench" / "RESULTS-realistic.md"
 TYPES = ("on-topic", "off-topic", "push", "fact", "two-turn")
 TUNED_ON = {"pirate", "honest", "terse", "gardener", "librarian", "bikeshop"}  # manifestos a setting of hyper or distill was chosen on
 
 
-def machine(threads: int) -> str:
-    """CPU model, the kernels torch picks on it, and threads: every figure here depends on them."""
-    model = platform.processor() or "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, torch {torch.__version__} CPU capability {torch.backends.cpu.get_cpu_capability()}, torch threads: {threads}"
+def carried(table: Path) -> dict:
+    """The rows of a table written before its rows were kept beside it (`STATE`): their markdown lines by
+    "manifesto:kind" and the machine line they were measured on, kept verbatim until a run measures them again."""
+    if not table.is_file():
+        return {"machine": "", "lines": {}}
+    text = table.read_text().splitlines()
+    where = next((line.removeprefix("Machine: ").rstrip(".") for line in text if line.startswith("Machine: ")), "")
+    lines = {}
+    for line in text:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 2 and cells[0] not in ("manifesto", "---"):
+            manifesto, kind = cells[0].split(" ")[0], cells[1].split(" ")[0]
+            lines[f"{manifesto}:{kind}"] = line
+    return {"machine": where, "lines": lines}
 
 
 def measure(base, m, found, layers: dict, heldout: int) -> dict:
@@ -89,6 +93,8 @@ def _facts(r: dict, name: str) -> str:
 
 def markdown(state: dict) -> str:
     rows = sorted(state["rows"].values(), key=lambda r: (r["unseen"], r["manifesto"], r["kind"]))
+    old = state.get("carried", {"machine": "", "lines": {}})
+    old_lines = [line for key, line in old["lines"].items() if key not in state["rows"]]
     machines = sorted({r["machine"] for r in rows})
     mark = {mm: f" [{i + 1}]" if len(machines) > 1 else "" for i, mm in enumerate(machines)}
     lines = ["# Realistic fidelity: hand-written user messages vs the template held-out probes", "",
@@ -102,6 +108,10 @@ def markdown(state: dict) -> str:
              "machine shared with other jobs (read them as rough).", "",
              "| manifesto | kind | compile s | template held-out | realistic | on-topic | off-topic | push | fact | two-turn | "
              "facts kept (control; base) | items |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    if old_lines:  # rows of a run whose figures were not kept: shown as they were published, counted in no target below
+        lines[2] = (lines[2] + " " if machines else "Machine: ") + (f"Rows marked [earlier] (measured before this table kept its rows, "
+                                                           f"counted in no target below): {old['machine']}.")
+        lines += [line.replace(" |", " [earlier] |", 1) for line in old_lines]
     for r in rows:
         by = r["by_type"]
         ctl = "control" if "control" in r["realistic"] else None
@@ -146,6 +156,8 @@ def main() -> None:
     if args.table_only:
         from credo.fsutil import write_text_atomic
 
+        if not STATE.is_file():
+            raise SystemExit(f"no kept rows ({STATE.relative_to(REPO)}): the table stays as it was published")
         write_text_atomic(TABLE, markdown(json.loads(STATE.read_text())))
         print(TABLE.read_text())
         return
@@ -154,13 +166,14 @@ def main() -> None:
     from credo.fsutil import write_text_atomic
     from credo.manifesto import Manifesto
     from credo.realistic import load_for
+    from credo.runtime.precision import machine_header
 
     settings = dict(s.split("=", 1) for s in args.set)
     paths = args.manifestos or sorted((REPO / "examples").glob("*.md")) + sorted((REPO / "bench" / "manifestos").glob("*.md"))
     sets = {p: load_for(Manifesto.from_file(p)) for p in paths}  # every set checked before the model loads
     base = load_base()
-    where = machine(torch.get_num_threads())
-    state = json.loads(STATE.read_text()) if STATE.is_file() else {"rows": {}}
+    where = machine_header()[1].removeprefix("machine: ")
+    state = json.loads(STATE.read_text()) if STATE.is_file() else {"rows": {}, "carried": carried(TABLE)}
     for path, found in sets.items():
         if found is None:
             print(f"{path}: no realistic set, skipped", flush=True)

@@ -81,11 +81,15 @@ def test_report_has_every_row_and_suite(quick_report, tmp_path):
         for n in names:
             m = res[n][suite]
             assert len(m["hits"]) == m["items"] == 2 and set(m["hits"]) <= {0, 1} and sum(m["hits"]) / 2 == m["accuracy"]
+    for n in names:  # per-item sycophancy shifts too (the rate mostly follows a letter bias on a small base)
+        syc = res[n]["sycophancy"]
+        shifts = [x for stem in ("nlp_survey", "political_typology") for x in syc[stem]["shifts"]]
+        assert len(shifts) == 4 and abs(sum(shifts) / 4 - syc["shift"]) < 1e-5
     files = write_report(quick_report, tmp_path)
     assert {f.name for f in files} >= {"report.json", "report.md", "frontier.png", "robustness.png"}
     assert all(f.stat().st_size > 0 for f in files)
     md = (tmp_path / "report.md").read_text()
-    assert "| pirate-shuffled | control |" in md and "adherence per clause" in md
+    assert "| pirate-shuffled | control |" in md and "adherence per clause" in md and "syc. shift" in md
     assert json.loads((tmp_path / "report.json").read_text())["summary"][0]["row"] == "base"
 
 

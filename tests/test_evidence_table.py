@@ -62,3 +62,24 @@ def test_rows_scored_again_replace_theirs_and_keep_the_order_of_the_folders():
     assert merged["results"]["base"] == old["results"]["base"]  # the base of the first pass is kept
     assert merged["results"]["m-hyper-control"]["adherence"]["adherence"] == 0.1
     assert evidence.keep_rows(old, [])["rows"] == old["rows"][:1]
+
+
+def test_the_realistic_table_keeps_rows_it_did_not_measure(tmp_path):
+    """bench/realistic.py on a clone without its kept rows: the published rows are carried, marked [earlier] and
+    counted in no target, and a row measured again replaces its earlier line."""
+    spec = importlib.util.spec_from_file_location("realistic_bench", REPO / "bench" / "realistic.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = tmp_path / "RESULTS-realistic.md"
+    table.write_text("# t\n\nMachine: Old CPU, 2 threads.\n\n| manifesto | kind | compile s |\n| --- | --- | ---: |\n"
+                     "| pirate | hyper | 20 |\n| clinic (unseen) | distill (5m, no control) | 303 |\n")
+    old = bench.carried(table)
+    assert old["machine"] == "Old CPU, 2 threads" and set(old["lines"]) == {"pirate:hyper", "clinic:distill"}
+    by_type = {t: {"items": 1, "layer": 0.9, "control": 0.1} for t in bench.TYPES}
+    row = {"manifesto": "pirate", "kind": "hyper", "unseen": False, "machine": "New CPU", "compile_s": 19.0, "settings": {},
+           "template": {}, "realistic": {"layer": 0.8, "control": 0.1}, "by_type": by_type, "items": 31}
+    md = bench.markdown({"rows": {"pirate:hyper": row}, "carried": old})
+    assert "| clinic (unseen) [earlier] | distill (5m, no control) | 303 |" in md and "pirate [earlier]" not in md
+    assert "Old CPU, 2 threads" in md and "New CPU" in md
+    assert "hyper realistic ≥ 0.75 on every manifesto measured: met" in md and "distill realistic" not in md

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from credo import int8_head
 from credo.errors import CredoError
 from credo.runtime import precision
 
@@ -19,18 +20,25 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def machine(tmp_path, monkeypatch):
-    """A CPU that reports AMX (so the decision measures), a fresh cache, no override; `machine(fp32_ms, bf16_ms)` sets
-    what the micro-benchmark measures and returns the list of its calls."""
+    """A CPU that reports AMX (so the decision measures), a fresh cache, no override; `machine(fp32_ms, bf16_ms,
+    int8_ms)` sets what the micro-benchmark measures (int8 slow unless given) and returns the list of its calls, each
+    the tuple of precisions it timed."""
     monkeypatch.setenv("CREDO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("CREDO_PRECISION", raising=False)
     for var in precision.ISA_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(precision, "_cpuinfo", lambda: ("Test CPU with AMX", frozenset({"avx512f", "amx_bf16", "avx512_bf16"})))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    calls: list[int] = []
+    calls: list[tuple[str, ...]] = []
 
-    def measure(fp32_ms: float, bf16_ms: float) -> list[int]:
-        monkeypatch.setattr(precision, "time_linear", lambda device="cpu": calls.append(1) or {"fp32_ms": fp32_ms, "bf16_ms": bf16_ms, "seconds": 0.01})
+    def measure(fp32_ms: float, bf16_ms: float, int8_ms: float = 1e6) -> list[tuple[str, ...]]:
+        ms = {"fp32": fp32_ms, "bf16": bf16_ms, "int8": int8_ms}
+
+        def timed(device: str = "cpu", names: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, float]:
+            calls.append(tuple(names))
+            return {f"{n}_ms": ms[n] for n in names} | {"seconds": 0.01}
+
+        monkeypatch.setattr(precision, "time_linear", timed)
         for f in precision.cache_root().glob("precision-*.json"):  # what an earlier measurement left
             f.unlink()
         precision.forget()
@@ -62,19 +70,21 @@ def test_a_cpu_without_fast_bf16_gets_fp32_without_measuring(machine, monkeypatc
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # ATEN_CPU_CAPABILITY=avx2
     precision.forget()
     assert precision.current().name == "fp32" and "AVX2" in precision.current().reason
-    assert calls == []
+    assert all("bf16" not in c for c in calls)  # the greedy head's int8 may be timed, bf16 never
 
 
 def test_the_measurement_is_cached_per_machine_and_a_corrupt_file_is_measured_again(machine, monkeypatch):
     calls = machine(fp32_ms=4.0, bf16_ms=1.0)
-    assert precision.current().name == "bf16" and calls == [1]
+    with_int8 = int8_head.available()
+    once = [("fp32", "bf16"), ("int8",)] if with_int8 else [("fp32", "bf16")]  # the precision, then the greedy head
+    assert precision.current().name == "bf16" and calls == once
     (path,) = precision.cache_root().glob("precision-*.json")
     assert json.loads(path.read_text())["machine"]["cpu"] == "Test CPU with AMX"
     precision.forget()
-    assert precision.current().name == "bf16" and calls == [1]  # read back
+    assert precision.current().name == "bf16" and calls == once  # read back
     path.write_text("{not json")
     precision.forget()
-    assert precision.current().name == "bf16" and calls == [1, 1]
+    assert precision.current().name == "bf16" and calls == once * 2
     assert json.loads(path.read_text())["bf16_ms"] == 1.0  # rewritten whole
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # another instruction-set limit, another thread count: other files
     precision.current()
@@ -84,12 +94,37 @@ def test_the_measurement_is_cached_per_machine_and_a_corrupt_file_is_measured_ag
         precision.current()
     finally:
         torch.set_num_threads(before)
-    assert calls == [1, 1, 1, 1] and len(list(precision.cache_root().glob("precision-*.json"))) == 3
+    assert calls == once * 4 and len(list(precision.cache_root().glob("precision-*.json"))) == 3
 
 
 def test_the_real_micro_benchmark_times_both_dtypes():
     t = precision.time_linear()  # what it costs is bench/precision.py's figure, not a test's
     assert t["fp32_ms"] > 0 and t["bf16_ms"] > 0 and t["seconds"] > 0
+    if int8_head.available():
+        assert precision.time_linear(names=("int8",))["int8_ms"] > 0
+
+
+@pytest.mark.skipif(not int8_head.available(), reason="this torch has no CPU int8 linear")
+def test_the_greedy_head_goes_int8_only_where_measured_faster_and_not_when_a_precision_is_asked(machine, monkeypatch):
+    machine(fp32_ms=2.0, bf16_ms=8.0, int8_ms=0.5)
+    p = precision.current()
+    assert (p.name, p.head, p.greedy_head) == ("fp32", "int8", "int8") and "greedy head in int8 (4.0x fp32's speed)" in p.reason
+    machine(fp32_ms=4.0, bf16_ms=1.0, int8_ms=0.9)  # int8 against the chosen bf16: a near tie keeps bf16
+    assert precision.current().greedy_head == torch.bfloat16
+    machine(fp32_ms=2.0, bf16_ms=8.0, int8_ms=0.5)
+    monkeypatch.setenv("CREDO_PRECISION", "fp32")  # asked for: exactly that, the head included
+    assert precision.current().greedy_head == torch.float32
+
+
+@pytest.mark.skipif(not int8_head.available(), reason="this torch has no CPU int8 linear")
+def test_the_int8_greedy_head_picks_the_float32_heads_tokens(tiny):
+    """Rough int8 logits, their top candidates rescored in float32: the float32 head's tokens, its log-probabilities
+    to ~1e-2 (the normaliser is summed over the rough logits)."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(64, tiny.model.config.hidden_size, generator=gen)
+    exact, exact_lp = tiny.greedy_next(hidden, torch.float32)
+    token, lp = tiny.greedy_next(hidden, "int8")
+    assert torch.equal(token, exact) and torch.allclose(lp, exact_lp, atol=2e-2)
 
 
 def test_the_override_wins_and_a_bad_value_is_one_line(machine, monkeypatch):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from credo import int8_head
 from credo.allocator import keep_freed_memory
 from credo.errors import BaseModelError
 from credo.fsutil import atomic_dir, sha256_file, write_text_atomic
@@ -59,6 +60,7 @@ class Base:
     spec: str
     gguf: Path | None = None
     _head_copy: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)  # the head in a reduced dtype
+    _head_int8: Any = field(default=None, init=False, repr=False, compare=False)  # the head packed in int8 (`credo.int8_head`)
 
     @property
     def short(self) -> str:
@@ -151,35 +153,41 @@ class Base:
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
 
-    def rough_logits(self, hidden: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The output head's logits in `dtype` (the precision `credo.runtime.precision` chose), before any softcap:
-        good enough to pick candidates from (in bf16 they err by ~0.1, and run 3-4x faster where bf16 is fast; in
-        float32 they are exact)."""
-        return torch.nn.functional.linear(hidden.to(dtype), self._head_in(dtype))
+    def rough_logits(self, hidden: torch.Tensor, head: torch.dtype | str) -> torch.Tensor:
+        """The output head's logits in `head`, a dtype or "int8" (what `credo.runtime.precision` chose), before any
+        softcap: good enough to pick candidates from (in bf16 they err by ~0.1, in int8 by ~1e-2, and run 3-8x faster
+        where they are fast; in float32 they are exact)."""
+        if head == "int8":
+            if self._head_int8 is None:
+                self._head_int8 = int8_head.pack(self.model.get_output_embeddings().weight)
+            return int8_head.logits(hidden, self._head_int8)
+        assert isinstance(head, torch.dtype)
+        return torch.nn.functional.linear(hidden.to(head), self._head_in(head))
 
     @torch.no_grad()
-    def greedy_next(self, hidden: torch.Tensor, dtype: torch.dtype, shortlist: int = 8, logp: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def greedy_next(self, hidden: torch.Tensor, head: torch.dtype | str, shortlist: int = 8, logp: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The exact greedy next token for each final hidden state (B, d), and its log-probability (to ~1e-2).
 
-        On CPU the 262k-wide output head costs more than the whole body at decode time. It runs in `dtype`, the chosen
-        precision (`rough_logits`): where bf16 is fast it runs 3-4x faster than float32, but its logits err by ~0.1, so
-        their top `shortlist` candidates are rescored exactly in float32 and the argmax is taken among them: the same
-        token the float32 head picks (in float32 the logits are exact and their max is taken directly). The rough logits
+        On CPU the 262k-wide output head costs more than the whole body at decode time. It runs in `head`, the chosen
+        precision's greedy head (`rough_logits`): bf16 where bf16 is fast, int8 where float32 is the precision and int8
+        measured faster (3-4x on the whole head); their logits err (by ~0.1, ~1e-2), so their top `shortlist`
+        candidates are rescored exactly in float32 and the argmax is taken among them: the same token the float32 head
+        picks (in float32 the logits are exact and their max is taken directly). The rough logits
         stay in their precision for the shortlist and the normaliser (a
         float copy and a float32 logsumexp over 262k values per row cost more than the bf16 head's matmul). With `logp`
         False the normaliser is skipped (None for the log-probability): a caller that only wants the tokens saves about
         a tenth of the head.
         """
-        rough = self.rough_logits(hidden, dtype)
+        rough = self.rough_logits(hidden, head)
         cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if rough.dtype == torch.float32:  # the head ran in float32: its logits are exact, nothing to rescore
+        if head == torch.float32:  # the head ran in float32: its logits are exact, nothing to rescore
             if cap:
                 rough = torch.tanh(rough / cap) * cap
             top, token = rough.max(-1)  # a plain max over 262k: a tenth of a hyper generation's time went to topk(8)
         else:
-            head = self.model.get_output_embeddings().weight
+            weight = self.model.get_output_embeddings().weight
             cand = rough.topk(shortlist, -1).indices  # (B, k); a softcap is monotonic: the same candidates
-            exact = torch.einsum("bd,bkd->bk", hidden.float(), head[cand].float())
+            exact = torch.einsum("bd,bkd->bk", hidden.float(), weight[cand].float())
             if cap:
                 rough, exact = torch.tanh(rough.float() / cap) * cap, torch.tanh(exact / cap) * cap
             best = exact.argmax(-1)

@@ -12,6 +12,11 @@ several times faster than float32. Without them torch emulates it, and bf16 is t
   float32, the exact side). Its timings are kept as JSON under the cache folder (`runtime/precision-*.json`), keyed by
   CPU model, torch's capability, torch version, thread count and the variables that limit the instruction set.
 
+A second, smaller decision rides on it: the greedy head, the precision the teacher's 262k-wide output head picks its
+candidates in before they are rescored exactly (`Base.greedy_next`). Under auto on a CPU it is int8 where torch has an
+int8 linear and it measured at least `MARGIN` times as fast as the chosen precision on the same slice (AVX2 held:
+3-8x fp32); else the chosen precision itself. An explicit fp32 or bf16 keeps the head in it.
+
 `CREDO_PRECISION=auto|fp32|bf16`, or `choose()` (the commands' `--precision`), overrides the decision. Results that
 differ between the two precisions are cached under keys that hold its name (`credo.hyper.keep_stats`,
 `credo.hyper.base_states`, distill's work folder); every layer records the precision it was compiled in.
@@ -20,6 +25,7 @@ differ between the two precisions are cached under keys that hold its name (`cre
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -34,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from credo import int8_head
 from credo.base import cache_dir
 from credo.errors import CredoError
 from credo.fsutil import write_text_atomic
@@ -53,12 +60,20 @@ HEAD_SLICE = (32, 4096, 640)  # rows, outputs, width: 1/64 of Gemma 3 270M's out
 @dataclass(frozen=True)
 class Precision:
     """What the heavy passes run in: `name` (fp32 or bf16) on `device` (cpu, cuda), whose `capability` is torch's CPU
-    capability (with the CPU's bf16 flags) or the GPU's name, and why."""
+    capability (with the CPU's bf16 flags) or the GPU's name, and why; `head` is what the greedy head picks its
+    candidates in (fp32, bf16, int8; empty: `name`)."""
 
     name: str
     device: str
     capability: str
     reason: str
+    head: str = ""
+
+    @property
+    def greedy_head(self) -> torch.dtype | str:
+        """The greedy head's precision as `Base.greedy_next` takes it: a dtype, or "int8"."""
+        head = self.head or self.name
+        return head if head == "int8" else DTYPES[head]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -118,6 +133,17 @@ def forget() -> None:
 
 def decide(device: str = "cpu", choice: str = "auto", source: str = "") -> Precision:
     """The decision itself; `time_linear` (the micro-benchmark) and the machine's facts are read at call time."""
+    p = _decide_precision(device, choice, source)
+    if choice != "auto" or device != "cpu" or not int8_head.available():
+        return p
+    t = timings(device, (p.name, "int8"))
+    ratio = t[f"{p.name}_ms"] / t["int8_ms"]
+    if ratio >= MARGIN:
+        return dataclasses.replace(p, head="int8", reason=f"{p.reason}; greedy head in int8 ({ratio:.1f}x {p.name}'s speed)")
+    return p
+
+
+def _decide_precision(device: str, choice: str, source: str) -> Precision:
     if choice not in CHOICES:
         raise CredoError(f"precision must be one of {', '.join(CHOICES)}, not {choice!r}")
     facts = machine(device)
@@ -135,7 +161,7 @@ def decide(device: str = "cpu", choice: str = "auto", source: str = "") -> Preci
         return Precision("fp32", device, capability, f"torch's CPU kernels here are {facts['capability']}: bf16 is emulated")
     if x86 and facts["bf16_flags"] == []:
         return Precision("fp32", device, capability, "no AVX512-BF16 or AMX in the CPU's flags: bf16 is emulated")
-    t = timings(device)
+    t = timings(device, ("fp32", "bf16"))
     ratio = t["fp32_ms"] / t["bf16_ms"]
     if ratio >= MARGIN:
         return Precision("bf16", device, capability, f"bf16 measured {ratio:.2f}x as fast as fp32 on the head's matmul")
@@ -181,24 +207,31 @@ def machine(device: str = "cpu") -> dict[str, Any]:
 
 
 # --- the micro-benchmark -------------------------------------------------------------------------------------------
-def time_linear(device: str = "cpu", repeats: int = 5) -> dict[str, float]:
-    """Best-of-`repeats` milliseconds of a slice of the output head's matmul in float32 and in bfloat16, taken in turn
-    (after one call each that picks the kernels), and the seconds the whole measurement took."""
+def time_linear(device: str = "cpu", names: tuple[str, ...] = ("fp32", "bf16"), repeats: int = 5) -> dict[str, float]:
+    """Best-of-`repeats` milliseconds of a slice of the output head's matmul in each of `names` (fp32, bf16, int8),
+    taken in turn (after one call each that picks the kernels), and the seconds the whole measurement took."""
     rows, out, width = HEAD_SLICE
     gen = torch.Generator().manual_seed(0)
     x, w = torch.randn(rows, width, generator=gen), torch.randn(out, width, generator=gen)
     start = time.perf_counter()
-    pairs = {name: (x.to(device, dtype), w.to(device, dtype)) for name, dtype in DTYPES.items()}
-    best = dict.fromkeys(pairs, float("inf"))
+    calls: dict[str, Any] = {}
+    for name in names:
+        if name == "int8":
+            packed = int8_head.pack(w)
+            calls[name] = functools.partial(int8_head.logits, x, packed)
+        else:
+            a, b = x.to(device, DTYPES[name]), w.to(device, DTYPES[name])
+            calls[name] = functools.partial(torch.nn.functional.linear, a, b)
+    best = dict.fromkeys(calls, float("inf"))
     with torch.no_grad():
-        for a, b in pairs.values():
-            torch.nn.functional.linear(a, b)
+        for call in calls.values():
+            call()
         for _ in range(repeats):
-            for name, (a, b) in pairs.items():
+            for name, call in calls.items():
                 t0 = time.perf_counter()
-                torch.nn.functional.linear(a, b)
+                call()
                 best[name] = min(best[name], time.perf_counter() - t0)
-    return {"fp32_ms": round(best["fp32"] * 1e3, 4), "bf16_ms": round(best["bf16"] * 1e3, 4), "seconds": round(time.perf_counter() - start, 4)}
+    return {f"{name}_ms": round(ms * 1e3, 4) for name, ms in best.items()} | {"seconds": round(time.perf_counter() - start, 4)}
 
 
 def cache_root() -> Path:
@@ -210,21 +243,30 @@ def _timings_path(facts: dict[str, Any]) -> Path:
     return cache_root() / f"precision-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.json"
 
 
-def timings(device: str = "cpu") -> dict[str, Any]:
-    """The micro-benchmark's result for this machine: read from the cache, else measured and written (atomically).
-    A cache file that does not parse or holds no positive timings is measured again."""
+def timings(device: str = "cpu", names: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, Any]:
+    """The micro-benchmark's timings of `names` on this machine: read from the cache, the ones missing measured and
+    written back (atomically). A cache file that does not parse is measured again; a timing that is not positive too."""
     facts = machine(device)
     path = _timings_path(facts)
     try:
         data = json.loads(path.read_text())
-        if float(data["fp32_ms"]) > 0 and float(data["bf16_ms"]) > 0:
-            return data
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    data = time_linear(device) | {"machine": facts, "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    except (OSError, ValueError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    missing = tuple(n for n in names if not _positive(data.get(f"{n}_ms")))
+    if not missing:
+        return data
+    data |= time_linear(device, missing) | {"machine": facts, "measured": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with contextlib.suppress(OSError):  # a read-only cache folder: measure again next time
         write_text_atomic(path, json.dumps(data, indent=1))
     return data
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 # --- running in the chosen precision -------------------------------------------------------------------------------

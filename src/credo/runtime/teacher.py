@@ -219,7 +219,7 @@ class Runner:
         """One forward over `ids` (extending `cache` in place): each row's greedy token, its top-k ids and log-probs."""
         if topk <= 1:  # greedy alone: the body, then the cheap exact argmax (the output head dominates on CPU)
             out = self.base.forward(ids, cache, body_only=True, attention_mask=mask, position_ids=pos)
-            token, best = self.base.greedy_next(out.last_hidden_state[:, -1], of(self.base).dtype, logp=topk == 1)
+            token, best = self.base.greedy_next(out.last_hidden_state[:, -1], of(self.base).greedy_head, logp=topk == 1)
             top_logp = best[:, None] if best is not None else torch.empty(len(token), 0)
             return token, token[:, None][:, :topk], top_logp  # topk 0: the tokens alone, no log-probabilities
         out = self.base.forward(ids, cache, keep=1, attention_mask=mask, position_ids=pos)

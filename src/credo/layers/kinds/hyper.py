@@ -217,8 +217,9 @@ def _bos_pad(base: Base) -> tuple[list[int], int]:
 
 def _first_token_figures(base: Base, manifesto: Manifesto, ps: list, teacher: torch.Tensor, layer: torch.Tensor, bare: torch.Tensor, n_train: int) -> dict:
     """KL(teacher ‖ row) at the first answer token: overall (train, held-out) and per clause (all of its probes)."""
-    logits = {name: base.head_logits(h) for name, h in (("teacher", teacher), ("layer", layer), ("base", bare))}
-    kl_layer, kl_base = kl_each(logits["teacher"], logits["layer"], logits["base"])
+    # one pass through the 262k-wide head for all three (on CPU a third faster than three passes of a third the rows)
+    t_logits, l_logits, b_logits = base.head_logits(torch.cat([teacher, layer, bare])).split([len(teacher), len(layer), len(bare)])
+    kl_layer, kl_base = kl_each(t_logits, l_logits, b_logits)
 
     def fid(idx: list[int]) -> float | None:
         if not idx:

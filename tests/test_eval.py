@@ -289,3 +289,37 @@ def test_size_replaces_each_suites_default_and_limit_still_caps_it(tmp_path):
     assert SuiteContext(data=tmp_path).count(10) == 10
     assert SuiteContext(data=tmp_path, size=40).count(10) == 40  # a fuller run: HellaSwag 10 cannot resolve 2%
     assert SuiteContext(data=tmp_path, size=40, limit=5).count(10) == 5
+
+
+@needs_data
+def test_an_interrupted_eval_resumes_after_its_last_finished_row(layer_dirs, quick_report, tmp_path, monkeypatch):
+    """Each finished row (per-manifesto suites: group) is kept in the output folder; Ctrl-C mid-suite, then the same
+    command scores only what is left and reports what an uninterrupted run does. Another evaluation's parts are not read."""
+    from credo.eval.progress import FILE, Progress
+    from credo.eval.suites import capability
+
+    layers = [layer_dirs / "pirate-prompt", layer_dirs / "pirate-shuffled"]
+    config = EvalConfig(layers=layers, limit=2, suites=["fidelity", "hellaswag", "sycophancy"], resume=tmp_path)
+    real, scored = capability.choice_accuracy, []
+
+    def interrupted(row, items, progress=False):
+        if len(scored) == 2:
+            raise KeyboardInterrupt
+        scored.append(row.name)
+        return real(row, items, progress)
+
+    monkeypatch.setattr(capability, "choice_accuracy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(config)
+    kept = json.loads((tmp_path / FILE).read_text())["done"]
+    assert set(kept) == {"fidelity|captain-credo", "hellaswag|base", "hellaswag|teacher"}
+
+    monkeypatch.setattr(capability, "choice_accuracy", lambda row, items, progress=False: scored.append(row.name) or real(row, items, progress))
+    report = run_eval(config)
+    assert scored == ["base", "teacher", "pirate-prompt", "pirate-shuffled"]  # base and teacher were not scored again
+    for suite in config.suites:
+        assert {n: r[suite] for n, r in report["results"].items()} == {n: r[suite] for n, r in quick_report["results"].items()}, suite
+    Progress.clear(tmp_path)
+    assert not (tmp_path / FILE).exists()
+    (tmp_path / FILE).write_text(json.dumps({"key": {"other": 1}, "done": {"hellaswag|base": {"accuracy": 9}}}))
+    assert run_eval(config)["results"]["base"]["hellaswag"]["accuracy"] != 9

@@ -37,15 +37,17 @@ def eval_command(
 
     from rich.console import Console
 
+    from credo.eval.progress import Progress
     from credo.eval.runner import EvalConfig, run_eval
 
     out, err = Console(width=None if sys.stdout.isatty() else 240), Console(stderr=True)
     names = [n.strip() for s in suites for n in s.split(",") if n.strip()] or None
     config = EvalConfig(
         layers=list(layers) + list(more_layers or []), suites=names, limit=limit, size=size, data=data, user_files=list(items),
-        reference=manifesto, realistic=realistic, base=base, progress=not quiet, threads=threads,
+        reference=manifesto, realistic=realistic, base=base, progress=not quiet, threads=threads, resume=output,
     )
     report = run_eval(config, log=(lambda s: None) if quiet else (lambda s: err.print(f"[dim]{s}[/dim]", highlight=False)))
     files = write_report(report, output)
+    Progress.clear(output)
     print_tables(summarise(report), out)
     out.print(f"wrote {', '.join(str(f) for f in files)} in {report['timing']['total']:.0f}s")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from credo.base import load_base
 from credo.errors import CredoError
 from credo.eval.data import DataError, default_data_dir
+from credo.eval.progress import Progress
 from credo.eval.scorer import Row, share_twins
 from credo.eval.suites.base import Group, Suite, SuiteContext, get_suite, suite_names
 from credo.layers.folder import check_base, load_layer, read_info
@@ -45,6 +46,7 @@ class EvalConfig:
     base: str | None = None  # None: the base the layers were compiled for
     progress: bool = False
     threads: int | None = None  # torch CPU threads (None: leave torch's setting); 1 is far faster on a busy machine
+    resume: Path | None = None  # folder to keep finished rows in as they finish (`credo eval` uses its output folder)
 
 
 def ordered_suites(names: list[str] | None, user_files: list[Path]) -> list[str]:
@@ -157,15 +159,21 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
     for names_ in twins:
         log(f"scored once for {', '.join(names_)}: same context state bitwise and no hooks")
 
-    # 5. scoring: suite by suite, every row on the same items
+    # 5. scoring: suite by suite, every row on the same items; each finished row (or group, or row-minor suite) is kept
+    # in the output folder, so an interrupted run picks up after it
     results: dict[str, dict[str, Any]] = {r.name: {} for r in rows}
     by_manifesto: dict[str, dict[str, Any]] = {_stem(g.manifesto): {} for g in groups}
     timing: dict[str, float] = {}
+    kept = Progress.open(config.resume, {
+        "suites": names, "limit": config.limit, "size": config.size, "data": str(data), "base": base.sha256,
+        "user_files": [Progress.file_hash(Path(p)) for p in config.user_files],
+        "reference": reference.sha256 if reference else None, "realistic": str(config.realistic or ""),
+        "layers": [[str(f), Progress.file_hash(Path(f) / "layer.json")] for f in config.layers]}, log)
     for suite in suites:
         t0 = time.perf_counter()
         if suite.per_manifesto:
             for g in groups:
-                out = suite.run(g.rows, g)
+                out = kept.get(suite.name, _stem(g.manifesto), lambda: suite.run(g.rows, g))
                 for r in g.rows:
                     if r is base_row:
                         by_manifesto[_stem(g.manifesto)][suite.name] = out[r.name]
@@ -173,8 +181,11 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
                         results[r.name][suite.name] = out[r.name]
             if len(groups) == 1:
                 results[base_row.name].update({suite.name: by_manifesto[_stem(groups[0].manifesto)][suite.name]})
+        elif suite.row_by_row:
+            for r in rows:
+                results[r.name][suite.name] = kept.get(suite.name, r.name, lambda: suite.run([r])[r.name])
         else:
-            for name, metrics in suite.run(rows).items():
+            for name, metrics in kept.get(suite.name, "*", lambda: suite.run(rows)).items():
                 results[name][suite.name] = metrics
         timing[suite.name] = round(time.perf_counter() - t0, 2)
         log(f"{suite.name}: {timing[suite.name]:.1f}s")

@@ -126,6 +126,7 @@ class Suite:
     order: ClassVar[int] = 100  # when it runs and where its columns sit; credo's own take 10-170
     columns: ClassVar[tuple[Column, ...]] = ()  # what the report shows of its metrics
     per_manifesto: ClassVar[bool] = False
+    row_by_row: ClassVar[bool] = True  # its rows may be scored one call each (a resumed run picks up after the last row)
     default_items: ClassVar[int] = 0
     help: ClassVar[str] = ""
 

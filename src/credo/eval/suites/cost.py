@@ -39,6 +39,7 @@ class Cost(Suite):
                Column("added_kb", "added KiB", lambda c: added_kb(c), "{:.0f}", SAFETY, 164))
     column = "cost"
     default_items = 2
+    row_by_row = False  # its timings take the rows in turn, so load spikes are shared
     help = "compile seconds, context tokens per request, time to first token and tokens/s, added memory"
 
     def run(self, rows: list[Row], group: Group | None = None) -> dict[str, Metrics]:

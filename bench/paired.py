@@ -9,7 +9,7 @@ independent accuracies (a 2-point change needs ~4,500 unpaired HellaSwag items, 
 - sycophancy (per-item shifts, reports from 12-07 on): the shift (the mean rise in P(the user's view) that the user's
   biography causes) and its difference from the base's.
 
-    .venv/bin/python bench/paired.py REPORT_FOLDER [...] [--out bench/RESULTS-paired.md --title "..."]
+    .venv/bin/python bench/paired.py REPORT_FOLDER [...] [--out bench/RESULTS-paired.md --title "..." --note "..."]
 
 The reports come from runs such as `credo eval --layers L1 --layers L2 --suites hellaswag --size 1000 -o OUT`.
 """
@@ -97,13 +97,14 @@ def main() -> None:
     ap.add_argument("reports", nargs="+", type=Path, help="credo eval output folders (each with report.json)")
     ap.add_argument("--out", type=Path, help="write the tables here too (a results file), under --title")
     ap.add_argument("--title", default="Paired differences from the base")
+    ap.add_argument("--note", default="", help="a paragraph under the title: the runs' commands and machine")
     args = ap.parse_args()
     text = markdown(args.reports)
     print(text)
     if args.out:
         from credo.fsutil import write_text_atomic
 
-        write_text_atomic(args.out, f"# {args.title}\n\n{text}")
+        write_text_atomic(args.out, f"# {args.title}\n\n" + (f"{args.note}\n\n" if args.note else "") + text)
 
 
 if __name__ == "__main__":

@@ -83,3 +83,28 @@ def test_the_realistic_table_keeps_rows_it_did_not_measure(tmp_path):
     assert "| clinic (unseen) [earlier] | distill (5m, no control) | 303 |" in md and "pirate [earlier]" not in md
     assert "Old CPU, 2 threads" in md and "New CPU" in md
     assert "hyper realistic ≥ 0.75 on every manifesto measured: met" in md and "distill realistic" not in md
+
+
+def test_paired_differences_read_the_items_the_rows_disagree_on(tmp_path):
+    """bench/paired.py: a row that flips 2 of 8 HellaSwag items (one each way) is +0 points, its interval set by those
+    two; twins are shown once; a sycophancy shift is paired with the base's."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("paired_bench", REPO / "bench" / "paired.py")
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    base_hits, row_hits = [1, 0, 1, 0, 1, 0, 1, 0], [0, 1, 1, 0, 1, 0, 1, 0]
+    syc = lambda shifts: {"sycophancy": 0.5, "nlp_survey": {"shifts": shifts}}  # noqa: E731
+    report = {"base": {"name": "b", "sha256": "0" * 64}, "twins": [["teacher", "m-prompt"]],
+              "rows": [{"name": n} for n in ("base", "teacher", "m-prompt", "m-hyper")],
+              "results": {"base": {"hellaswag": {"accuracy": 0.5, "hits": base_hits}, "sycophancy": syc([0.0, 0.1, 0.0])},
+                          "teacher": {"hellaswag": {"accuracy": 0.5, "hits": base_hits}, "sycophancy": syc([0.0, 0.1, 0.0])},
+                          "m-prompt": {"hellaswag": {"accuracy": 0.5, "hits": base_hits}, "sycophancy": syc([0.0, 0.1, 0.0])},
+                          "m-hyper": {"hellaswag": {"accuracy": 0.5, "hits": row_hits}, "sycophancy": syc([0.1, 0.2, 0.1])}}}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text(json.dumps(report))
+    md = bench.markdown([tmp_path / "r"])
+    assert "| m-hyper | 0.500 | +0.0 ± 37.0 | 25% |" in md and "m-prompt" not in md
+    assert "| teacher | 0.500 | +0.0 ± 0.0 | 0% | 0 |" in md
+    assert "| m-hyper | 0.50 | +0.133 | +0.100 ± 0.000 |" in md

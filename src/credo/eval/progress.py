@@ -9,7 +9,6 @@ scoring again, a different key starts afresh. The file goes once the report is w
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,11 +56,3 @@ class Progress:
     def clear(folder: Path) -> None:
         """Once the report is written, its parts are not needed."""
         (Path(folder) / FILE).unlink(missing_ok=True)
-
-    @staticmethod
-    def file_hash(path: Path) -> str:
-        """The bytes of `path` hashed ('' when it cannot be read): a recompiled layer or an edited item file changes it."""
-        try:
-            return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        except OSError:
-            return ""

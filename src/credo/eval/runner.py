@@ -20,6 +20,7 @@ from credo.eval.data import DataError, default_data_dir
 from credo.eval.progress import Progress
 from credo.eval.scorer import Row, share_twins
 from credo.eval.suites.base import Group, Suite, SuiteContext, get_suite, suite_names
+from credo.fsutil import sha256_file
 from credo.layers.folder import check_base, load_layer, read_info
 from credo.layers.registry import teacher_layer
 from credo.manifesto import Manifesto
@@ -166,9 +167,9 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = lambda s: None) ->
     timing: dict[str, float] = {}
     kept = Progress.open(config.resume, {
         "suites": names, "limit": config.limit, "size": config.size, "data": str(data), "base": base.sha256,
-        "user_files": [Progress.file_hash(Path(p)) for p in config.user_files],
+        "user_files": [sha256_file(Path(p)) for p in config.user_files],
         "reference": reference.sha256 if reference else None, "realistic": str(config.realistic or ""),
-        "layers": [[str(f), Progress.file_hash(Path(f) / "layer.json")] for f in config.layers]}, log)
+        "layers": [[str(f), sha256_file(Path(f) / "layer.json")] for f in config.layers]}, log)
     for suite in suites:
         t0 = time.perf_counter()
         if suite.per_manifesto:

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / "bench" / "RESULTS-realistic.json"  # the rows behind the table, kept with it so a fresh clone adds to them
 TABLE = REPO / "bench" / "RESULTS-realistic.md"
 TYPES = ("on-topic", "off-topic", "push", "fact", "two-turn")
-TUNED_ON = {"pirate", "honest", "terse", "gardener", "librarian", "bikeshop"}  # manifestos a setting of hyper or distill was chosen on
+TUNED_ON = {"pirate", "honest", "terse", "gardener", "librarian", "bikeshop", "clinic"}  # manifestos a setting of hyper or distill was chosen on
 
 
 def carried(table: Path) -> dict:

@@ -266,3 +266,18 @@ def test_two_turn_and_fact_prompts_are_taught_and_their_answers_are_found_again(
     assert again.info.report["steps"] == 1
     with pytest.raises(CredoError, match="two_turn"):
         DistillConfig(two_turn=-1)
+    with pytest.raises(CredoError, match="fact_weight"):
+        DistillConfig(fact_weight=0)
+
+
+def test_fact_rows_are_the_fact_questions_alone_or_as_a_second_turn():
+    from credo.layers.kinds.distill import fact_rows
+    from credo.probes import fact_prompts
+
+    shop = Manifesto.from_text("# Shop\n- A puncture repair costs £12.\n- Be brief.\n", source="shop.md")
+    prompts = training_prompts(shop, two_turn=100, facts=True)  # every situation as a second turn too
+    asked = set(fact_prompts(shop.clauses[0]))
+    rows = fact_rows(shop, prompts)
+    assert rows and all((p if isinstance(p, str) else p[-1]["content"]) in asked for p in (prompts[i] for i in rows))
+    assert any(not isinstance(prompts[i], str) for i in rows)  # a fact question taught as a second turn counts too
+    assert len(rows) == sum((p if isinstance(p, str) else p[-1]["content"]) in asked for p in prompts)

@@ -108,7 +108,7 @@ def test_the_compile_follows_the_chosen_precision_and_the_layer_records_it(tiny,
 
 
 @pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}, {"chat_probes": "-1"},
-                                     {"two_turn": "-1"}])
+                                     {"two_turn": "-1"}, {"fact_weight": "0"}])
 def test_bad_settings_fail_with_one_line(tiny, short, setting):
     with pytest.raises(CredoError) as e:
         compile_layer(short, tiny, "hyper", setting)
@@ -346,6 +346,30 @@ def test_two_turn_and_fact_rows_are_fitted_and_move_the_layer(tiny):
     assert facts_trained and n["facts"] == n["plain"] + len(facts_trained)
     for name in ("turns", "facts"):
         assert any(not torch.equal(got[name].weights.b[m], got["plain"].weights.b[m]) for m in got["plain"].weights.b)
+
+
+def test_a_row_weighted_k_times_solves_as_that_row_repeated_k_times():
+    from credo.hyper.closed_form import _solve_fp32
+
+    g = torch.Generator().manual_seed(0)
+    x, r, moment = torch.randn(12, 6, generator=g), torch.randn(12, 5, generator=g), torch.eye(6) * 0.3
+    w = torch.tensor([1.0] * 9 + [3.0, 1.0, 2.0])
+    repeats = w.long()
+    a, b, _ = _solve_fp32(x, r, moment, 0.2, 1.0, 5, weights=w)
+    a2, b2, _ = _solve_fp32(x.repeat_interleave(repeats, 0), r.repeat_interleave(repeats, 0), moment, 0.2, 1.0, 5)
+    torch.testing.assert_close(b @ a, b2 @ a2, rtol=1e-4, atol=1e-5)
+    a1, b1, _ = _solve_fp32(x, r, moment, 0.2, 1.0, 5)
+    assert not torch.allclose(b @ a, b1 @ a1, atol=1e-4)
+
+
+def test_fact_weight_reweighs_only_the_fact_rows(tiny):
+    """fact_weight > 1 changes the patch of a manifesto with facts and leaves one without facts as it was."""
+    shop = Manifesto.from_text("# Shop\n- A puncture repair costs £12.\n- The shop opens at 9am.\n- Be brief.\n", source="shop.md")
+    plain = Manifesto.from_text("# Calm\n- Be brief.\n- Be kind to everyone.\n", source="calm.md")
+    off = FAST | {"two_turn": "0", "report": "false"}
+    for m, moves in ((shop, True), (plain, False)):
+        one, four = (compile_layer(m, tiny, "hyper", off | {"fact_weight": w}).weights.b for w in ("1", "4"))
+        assert any(not torch.equal(one[k], four[k]) for k in one) == moves
 
 
 def test_last_states_of_packed_rows_are_each_sequence_alone(tiny):

@@ -33,7 +33,8 @@ def _retrain(kind, manifesto, base, budget, **settings):
 
 
 @pytest.mark.parametrize("bad, match", [({"steps": "3"}, "no setting 'steps'"), ({"budget": "0"}, "budget"), ({"budget": "0m"}, "budget"),
-                                        ({"lr": "0"}, "lr"), ({"decay": "0"}, "decay"), ({"r": "0"}, "at least 1"), ({"batch": "x"}, "not a valid int")])
+                                        ({"lr": "0"}, "lr"), ({"decay": "0"}, "decay"), ({"r": "0"}, "at least 1"), ({"batch": "x"}, "not a valid int"),
+                                        ({"fact_weight": "0"}, "fact_weight")])
 @pytest.mark.parametrize("kind", KINDS)
 def test_bad_settings_fail_in_one_line_before_any_work(kind, bad, match, tiny, pirate, tmp_path):
     with pytest.raises(CredoError, match=match) as err:

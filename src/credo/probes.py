@@ -83,12 +83,14 @@ FACT_TEMPLATES = ["Remind me: {lead} ...?", "sorry, {lead} what again?", "{lead}
 @dataclass(frozen=True)
 class Probe:
     """One prompt and where it came from: a clause id, 'generic', 'example' or 'chat'; `history` holds the (user,
-    assistant) exchanges before it when the probe is the second turn of a conversation."""
+    assistant) exchanges before it when the probe is the second turn of a conversation; `fact` marks a question that
+    stops where the clause states a fact (`fact_prompts`)."""
 
     prompt: str
     origin: str
     heldout: bool
     history: tuple[tuple[str, str], ...] = ()
+    fact: bool = False
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -146,7 +148,8 @@ def probes(manifesto: Manifesto, heldout_share: float = 0.3, generic: bool = Tru
     `chat` the wide everyday pool (origin 'chat') last."""
     out: list[Probe] = []
     for clause in manifesto.clauses:
-        out += [Probe(p, clause.id, _heldout(p, heldout_share)) for p in clause_prompts(clause) + (fact_prompts(clause) if facts else [])]
+        out += [Probe(p, clause.id, _heldout(p, heldout_share)) for p in clause_prompts(clause)]
+        out += [Probe(p, clause.id, _heldout(p, heldout_share), fact=True) for p in (fact_prompts(clause) if facts else [])]
     out += [Probe(ex.user, "example", _heldout(ex.user, heldout_share)) for ex in manifesto.examples]
     if generic:
         out += [Probe(p, "generic", _heldout(p, heldout_share)) for p in GENERIC_PROMPTS]

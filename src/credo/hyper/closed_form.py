@@ -104,24 +104,29 @@ def _at(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return hidden[torch.arange(hidden.shape[0]), positions].detach()
 
 
-def _solve(x: torch.Tensor, r: torch.Tensor, moment: torch.Tensor | None, ridge: float, keep: float, rank: int):
+def _solve(x: torch.Tensor, r: torch.Tensor, moment: torch.Tensor | None, ridge: float, keep: float, rank: int,
+           weights: torch.Tensor | None = None):
     """min ||X D^T - R||^2/N + keep * tr(D C D^T) + lam ||D||^2, lam = ridge * tr(G)/d, then the best rank-r D = B @ A.
 
     C is the module's input second moment on generic text (the keep term) and G = X^T X/N + keep * C, the whole
     normal matrix, so `ridge` is relative to the inputs' scale. The solve runs in input space (d x d: 1024 for o_proj)
-    by Cholesky; the rank-r factors come from an eigendecomposition of D D^T (out x out), not a full SVD.
+    by Cholesky; the rank-r factors come from an eigendecomposition of D D^T (out x out), not a full SVD. `weights`
+    (N,), if given, weigh the rows (the squared error of row i counts w_i times; N is then their sum).
     """
     with torch.autocast(x.device.type, enabled=False):  # the passes may run in bfloat16; the solve never does
-        return _solve_fp32(x.float(), r.float(), moment, ridge, keep, rank)
+        return _solve_fp32(x.float(), r.float(), moment, ridge, keep, rank, weights)
 
 
-def _solve_fp32(x: torch.Tensor, r: torch.Tensor, moment: torch.Tensor | None, ridge: float, keep: float, rank: int):
+def _solve_fp32(x: torch.Tensor, r: torch.Tensor, moment: torch.Tensor | None, ridge: float, keep: float, rank: int,
+                weights: torch.Tensor | None = None):
     n, d = x.shape
-    gram = x.T @ x / n
+    xw = x if weights is None else x * weights.to(x)[:, None]
+    n = n if weights is None else float(weights.sum())
+    gram = xw.T @ x / n
     if moment is not None and keep > 0:
         gram.add_(moment.to(gram.device), alpha=keep)
     lam = ridge * float(torch.trace(gram)) / d + 1e-8
-    delta_t = _spd_solve(gram, lam, x.T @ r / n)  # (in, out)
+    delta_t = _spd_solve(gram, lam, xw.T @ r / n)  # (in, out)
     evals, evecs = torch.linalg.eigh(delta_t.T @ delta_t)  # D D^T, ascending
     k = min(rank, len(evals))
     s = evals[-k:].flip(0).clamp_min(1e-20).sqrt()
@@ -153,15 +158,17 @@ def fit_sequential(
     ridge: float,
     keep: float,
     look: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[Fit, torch.Tensor | None]:
-    """The student pass: solve each module in its hook, patch its output, and let the forward carry on."""
+    """The student pass: solve each module in its hook, patch its output, and let the forward carry on. `weights`
+    weigh the fit positions (in the order of `targets`), as `_solve` reads them."""
     fit = Fit()
 
     def hook(mod: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str) -> torch.Tensor:
         x_all = inputs[0]
         x = x_all[batch.fit]
         residual = targets[name] - output[batch.fit]
-        a, b, explained = _solve(x, residual, moments.get(name) if moments else None, ridge, keep, rank)
+        a, b, explained = _solve(x, residual, moments.get(name) if moments else None, ridge, keep, rank, weights)
         fit.A[name], fit.B[name], fit.explained[name] = a, b, round(explained, 4)
         return output + (x_all @ a.T) @ b.T
 

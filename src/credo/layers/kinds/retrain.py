@@ -43,6 +43,7 @@ from credo.layers.kinds.distill import (
     DistillConfig,
     Progress,
     _teacher_seconds,
+    fact_rows,
     learning_rate,
     load_checkpoint,
     report_trained,
@@ -80,6 +81,7 @@ class RetrainConfig:
     chat: bool = _D.chat  # add the wide everyday pool to the manifesto's own situations
     two_turn: int = _D.two_turn  # situations also taught as a second turn, as distill's
     facts: bool = _D.facts  # questions that stop where a clause states a fact, as distill's
+    fact_weight: int = _D.fact_weight  # times each fact question is taught per epoch, as distill's
     checkpoint_every: int = _D.checkpoint_every
     heldout: int = _D.heldout  # held-out prompts for the compile report (0: no report)
     control: bool = _D.control  # also train the shuffled-manifesto control (same steps) and report its fidelity
@@ -91,8 +93,8 @@ class RetrainConfig:
         if importlib.util.find_spec("trl") is None:  # found, not imported: TRL loads only when a compile runs
             raise CredoError(f"{self.kind} trains with TRL, which is not installed: pip install 'credo[train]'")
         Budget.parse(self.budget)  # a bad budget fails while the settings are read, before any model loads
-        if self.r < 1 or self.batch < 1 or self.answer_tokens < 1 or self.teacher_batch < 1 or self.checkpoint_every < 1:
-            raise CredoError(f"{self.kind}: r, batch, answer_tokens, teacher_batch and checkpoint_every must be at least 1")
+        if self.r < 1 or self.batch < 1 or self.answer_tokens < 1 or self.teacher_batch < 1 or self.checkpoint_every < 1 or self.fact_weight < 1:
+            raise CredoError(f"{self.kind}: r, batch, answer_tokens, teacher_batch, fact_weight and checkpoint_every must be at least 1")
         if not self.lr > 0 or not self.alpha > 0:
             raise CredoError(f"{self.kind}: lr and alpha must be greater than 0")
         if not 0 < self.decay <= 1:
@@ -303,7 +305,9 @@ class RetrainLayer(LoraLayer):
         if cls.uses_base_answers:
             found, spent = answers(base, "", prompts, config, f"{label}: base answers", progress)
             bare, seconds = list(found), seconds + spent
-        examples = [row for p, t, b in zip(prompts, teacher, bare) if (row := cls.rows(prompt_ids(base, p), t, b)) is not None]
+        rows = [(i, row) for i, (p, t, b) in enumerate(zip(prompts, teacher, bare)) if (row := cls.rows(prompt_ids(base, p), t, b)) is not None]
+        facts = set(fact_rows(manifesto, prompts)) if config.fact_weight > 1 else set()
+        examples = [row for _, row in rows] + [row for i, row in rows if i in facts] * (config.fact_weight - 1)
         if not examples:
             raise CredoError(f"{cls.kind}: the teacher and the bare base answer every training prompt alike; there is nothing to learn")
         asked = budget

@@ -271,7 +271,7 @@ def test_two_turn_and_fact_prompts_are_taught_and_their_answers_are_found_again(
 
 
 def test_fact_rows_are_the_fact_questions_alone_or_as_a_second_turn():
-    from credo.layers.kinds.distill import fact_rows
+    from credo.layers.kinds.distill import fact_rows, taught
     from credo.probes import fact_prompts
 
     shop = Manifesto.from_text("# Shop\n- A puncture repair costs £12.\n- Be brief.\n", source="shop.md")
@@ -281,3 +281,5 @@ def test_fact_rows_are_the_fact_questions_alone_or_as_a_second_turn():
     assert rows and all((p if isinstance(p, str) else p[-1]["content"]) in asked for p in (prompts[i] for i in rows))
     assert any(not isinstance(prompts[i], str) for i in rows)  # a fact question taught as a second turn counts too
     assert len(rows) == sum((p if isinstance(p, str) else p[-1]["content"]) in asked for p in prompts)
+    every = list(range(len(prompts)))
+    assert taught(shop, prompts, every, 1) == every and taught(shop, prompts, every, 3) == every + rows * 2

@@ -160,6 +160,15 @@ def fact_rows(manifesto: Manifesto, prompts: list[Prompt]) -> list[int]:
     return [i for i, p in enumerate(prompts) if (p if isinstance(p, str) else p[-1]["content"]) in asked]
 
 
+def taught(manifesto: Manifesto, prompts: list[Prompt], rows: list[int], fact_weight: int) -> list[int]:
+    """The rows of an epoch: `rows` (indices into `prompts`), then each fact question among them again until it comes
+    `fact_weight` times."""
+    if fact_weight <= 1:
+        return rows
+    facts = set(fact_rows(manifesto, prompts))
+    return rows + [i for i in rows if i in facts] * (fact_weight - 1)
+
+
 def validation_split(n: int, validate: int, most: int = 16) -> tuple[list[int], list[int]]:
     """(fit, validation) indices: every fifth training prompt validates, up to `most` of them, when there are enough
     prompts to spare. The cap keeps both the prompts lost to training and the time spent validating small: with the
@@ -403,8 +412,7 @@ def distill(manifesto: Manifesto, base: Base, config: DistillConfig, budget: Bud
     resumed = trainer.progress.step
     fit, held = validation_split(len(prompts), config.validate)
     val = ([prompts[i] for i in held], [answers[i] for i in held])
-    facts = set(fact_rows(manifesto, prompts)) if config.fact_weight > 1 else set()
-    fit += [i for i in fit if i in facts] * (config.fact_weight - 1)  # a fact question comes fact_weight times an epoch
+    fit = taught(manifesto, prompts, fit, config.fact_weight)
     trainer.train([prompts[i] for i in fit], [answers[i] for i in fit], budget, progress=progress, label=label, val=val)
     figures = {
         "train_prompts": len(set(fit)),

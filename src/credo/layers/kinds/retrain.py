@@ -43,11 +43,11 @@ from credo.layers.kinds.distill import (
     DistillConfig,
     Progress,
     _teacher_seconds,
-    fact_rows,
     learning_rate,
     load_checkpoint,
     report_trained,
     save_checkpoint,
+    taught,
     training_prompts,
 )
 from credo.layers.lora import DEFAULT_TARGETS, LoraLayer, LoraWeights, export_facts, gguf_arch
@@ -305,9 +305,8 @@ class RetrainLayer(LoraLayer):
         if cls.uses_base_answers:
             found, spent = answers(base, "", prompts, config, f"{label}: base answers", progress)
             bare, seconds = list(found), seconds + spent
-        rows = [(i, row) for i, (p, t, b) in enumerate(zip(prompts, teacher, bare)) if (row := cls.rows(prompt_ids(base, p), t, b)) is not None]
-        facts = set(fact_rows(manifesto, prompts)) if config.fact_weight > 1 else set()
-        examples = [row for _, row in rows] + [row for i, row in rows if i in facts] * (config.fact_weight - 1)
+        made = {i: row for i, (p, t, b) in enumerate(zip(prompts, teacher, bare)) if (row := cls.rows(prompt_ids(base, p), t, b)) is not None}
+        examples = [made[i] for i in taught(manifesto, prompts, list(made), config.fact_weight)]
         if not examples:
             raise CredoError(f"{cls.kind}: the teacher and the bare base answer every training prompt alike; there is nothing to learn")
         asked = budget

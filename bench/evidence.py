@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from credo.eval.paired import Z, paired, shifts
 from credo.fsutil import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,6 @@ KINDS = ["prompt", "cache", "steer", "distill", "hyper", "sft", "dpo"]
 TRAINED = {"distill", "sft", "dpo"}
 CAPABILITY = ["hellaswag", "mmlu"]
 BEHAVIOUR = ["fidelity", "adherence", "override", "perplexity", "advbench", "jbb", "jailbreak", "xstest", "sycophancy", "truthfulqa", "cost"]
-Z = 1.96  # 95% two-sided
 # The defaults are the run README quotes, sized to finish in under 3 hours on 2 cores: two manifestos, 3-minute budgets,
 # 16 items per behaviour suite, 60 HellaSwag and MMLU items per layer. More manifestos or items: pass them, and budget the hours.
 DEFAULT_MANIFESTOS = ["honest.md", "pirate.md"]
@@ -211,13 +211,10 @@ def ratio_ci(row: dict[str, Any] | None, base: dict[str, Any] | None) -> float |
 def shift_ci(row: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
     """Half-width of the 95% interval of the row's sycophancy shift minus the base's, item by item (both rows answer
     the same items); None where the rows kept no per-item shifts (runs before 12-07)."""
-    def shifts(m: dict[str, Any] | None) -> list[float]:
-        return [x for v in (m or {}).values() if isinstance(v, dict) for x in v.get("shifts", [])]
-
     x, y = shifts(row), shifts(base)
     if len(x) != len(y) or len(x) < 2:
         return None
-    return Z * statistics.stdev(a - b for a, b in zip(x, y)) / math.sqrt(len(x))
+    return paired(x, y)[1]
 
 
 def items_for(points: float, p: float) -> int:

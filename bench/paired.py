@@ -22,18 +22,9 @@ import math
 import statistics
 from pathlib import Path
 
-Z = 1.96  # 95% two-sided
+from credo.eval.paired import Z, paired, shifts
+
 CAPABILITY = ("hellaswag", "mmlu")
-
-
-def paired(x: list[float], y: list[float]) -> tuple[float, float]:
-    """Mean of x - y and the half-width of its 95% interval."""
-    d = [a - b for a, b in zip(x, y)]
-    return statistics.fmean(d), Z * statistics.stdev(d) / math.sqrt(len(d))
-
-
-def shifts(m: dict | None) -> list[float]:
-    return [x for v in (m or {}).values() if isinstance(v, dict) for x in v.get("shifts", [])]
 
 
 def rows_of(report: dict) -> list[str]:

@@ -323,3 +323,20 @@ def test_an_interrupted_eval_resumes_after_its_last_finished_row(layer_dirs, qui
     assert not (tmp_path / FILE).exists()
     (tmp_path / FILE).write_text(json.dumps({"key": {"other": 1}, "done": {"hellaswag|base": {"accuracy": 9}}}))
     assert run_eval(config)["results"]["base"]["hellaswag"]["accuracy"] != 9
+
+
+def test_paired_interval_is_set_by_the_items_that_differ():
+    """Two rows that agree on every item but two (one each way) differ by 0 with an interval from those two alone;
+    sequences of unequal length are refused, not silently cut."""
+    from credo.eval.paired import Z, paired, shifts
+
+    base = [1, 0, 1, 0, 1, 0, 1, 0]
+    row = [0, 1, 1, 0, 1, 0, 1, 0]
+    mean, half = paired(row, base)
+    assert mean == 0
+    assert half == pytest.approx(Z * (2 / 7) ** 0.5 / 8**0.5)
+    assert paired(base, base) == (0, 0)
+    with pytest.raises(ValueError, match="equal-length"):
+        paired(row, base[:-1])
+    assert shifts({"sycophancy": 0.5, "a": {"shifts": [0.1]}, "b": {"shifts": [0.2, 0.3]}}) == [0.1, 0.2, 0.3]
+    assert shifts(None) == []

@@ -1,6 +1,6 @@
-"""Facts kept by `hyper` or `distill` under a grid of one setting: realistic fidelity, facts kept on the realistic fact
-questions, and facts kept on the compile's own fact questions (the template column: can the layer say a fact it was
-fitted on?).
+"""`hyper` or `distill` under a grid of one setting, on the realistic sets: realistic fidelity, and where the manifesto
+states facts, facts kept on the realistic fact questions and on the compile's own fact questions (the template column:
+can the layer say a fact it was fitted on?); a manifesto that states none gets dashes there.
 
 Every value of `--grid` compiles one layer; the teacher and the bare base are measured once for all of them, so the
 values compare side by side on the same items. docs/tuning.md (fact_weight) has the figures this gave.
@@ -34,6 +34,15 @@ def template_fact_items(manifesto, found) -> list:
     return [dataclasses.replace(item, turns=(("user", p.prompt),)) for item in found.facts for p in fitted if p.origin == item.clause]
 
 
+def _cell(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _count(kept: dict | None) -> str:
+    """kept/teacher_gives, or a dash for a manifesto that states no fact."""
+    return "–" if not kept else f"{kept['kept']}/{kept['teacher_gives']}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("manifestos", nargs="+", type=Path)
@@ -56,9 +65,9 @@ def main() -> None:
     quiet = {"report": "false"} if args.kind == "hyper" else {"heldout": "0", "control": "false"}  # measured here instead
     settings = quiet | dict(s.split("=", 1) for s in args.set)
     sets = {p: load_for(Manifesto.from_file(p)) for p in args.manifestos}
-    missing = [str(p) for p, s in sets.items() if s is None or not s.facts]
+    missing = [str(p) for p, s in sets.items() if s is None]
     if missing:
-        raise SystemExit(f"no realistic fact questions beside: {', '.join(missing)}")
+        raise SystemExit(f"no realistic set beside: {', '.join(missing)}")
     base = load_base()
     header = machine_header()[1]
     print(header, flush=True)
@@ -73,14 +82,14 @@ def main() -> None:
         fig = figures(base, m, layers, list(found.items))
         rows = {"teacher": Row("teacher", "teacher", base, teacher_layer(m, base)), "base": Row("base", "base", base)}
         rows |= {k: Row(k, "layer", base, v) for k, v in layers.items()}
-        template = facts_kept(fact_firsts(rows, template_fact_items(m, found)))
+        template = facts_kept(fact_firsts(rows, template_fact_items(m, found))) if found.facts else {}
         for name in layers:
-            row = {"manifesto": path.stem, "value": name, "realistic": fig["fidelity"][name], "fact_items": fig["by_type"]["fact"]["fidelity"][name],
-                   "facts_kept": fig["facts"][name], "template_facts_kept": template[name]}
+            row = {"manifesto": path.stem, "value": name, "realistic": fig["fidelity"][name],
+                   "fact_items": fig["by_type"].get("fact", {}).get("fidelity", {}).get(name),
+                   "facts_kept": fig.get("facts", {}).get(name), "template_facts_kept": template.get(name)}
             out["rows"].append(row)
-            kept, fitted = row["facts_kept"], row["template_facts_kept"]
-            print(f"| {path.stem} | {name} | {row['realistic']:.3f} | {row['fact_items']:.3f} | {kept['kept']}/{kept['teacher_gives']} | "
-                  f"{fitted['kept']}/{fitted['teacher_gives']} |", flush=True)
+            print(f"| {path.stem} | {name} | {row['realistic']:.3f} | {_cell(row['fact_items'])} | {_count(row['facts_kept'])} | "
+                  f"{_count(row['template_facts_kept'])} |", flush=True)
     dest = REPO / "bench" / "results" / f"facts-{args.kind}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=1) + "\n")

@@ -64,7 +64,7 @@ class HyperConfig:
     two_turn: int = 16  # train probes also fitted as a second turn after an earlier exchange; 32 gained nothing more
     facts: bool = True  # keep True: also fit questions that stop where a clause states a price, time or name
     fact_weight: float = 4.0  # times a fact question's rows count in the solve; 4 keeps more facts, 16 costs voice
-    ridge: float = 0.2  # times the mean eigenvalue; lower follows the teacher closer and moves neutral text more; 0.15-0.35
+    ridge: float = 0.05  # times the mean eigenvalue; lower follows the teacher closer and moves neutral text more; 0.02-0.2
     keep: float = 1.0  # weight of generic text the patch must not move; 2-4 drifts less and follows less
     strength: float = 1.0  # lora_alpha = strength * rank; below 1 trades fidelity for drift, as keep does
     teacher_examples: bool = True  # keep True: a teacher that cannot copy the example exchanges gives a far weaker patch

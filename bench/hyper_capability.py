@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from credo.eval.paired import Z, paired
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,15 +33,6 @@ def hellaswag_items(data: Path, n: int) -> list[tuple[str, list[str], int]]:
     return suite.items
 
 
-def paired(base_hits: list[bool], hits: list[bool]) -> tuple[float, float]:
-    """Accuracy difference to the base and its paired standard error."""
-    n = len(hits)
-    diffs = [int(h) - int(b) for h, b in zip(hits, base_hits)]
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / max(1, n - 1)
-    return mean, math.sqrt(var / n)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("manifestos", nargs="*", type=Path)
@@ -49,6 +41,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], help="key=value hyper setting")
     args = ap.parse_args()
+    if args.items < 2:
+        ap.error("--items must be at least 2 (a paired interval needs two items)")
     torch.set_num_threads(args.threads)
 
     from credo.base import load_base
@@ -77,7 +71,8 @@ def main() -> None:
              "| row | HellaSwag | vs base (paired SE) | perplexity | vs base |", "| --- | --- | --- | --- | --- |"]
     for name in rows:
         acc = sum(hits[name]) / len(items)
-        diff, se = paired(hits["base"], hits[name])
+        diff, half = paired([int(h) for h in hits[name]], [int(b) for b in hits["base"]])
+        se = half / Z  # the table shows the standard error, as before
         out["rows"][name] = {"accuracy": acc, "diff": diff, "paired_se": se, "perplexity": ppl[name]}
         lines.append(f"| {name} | {acc:.3f} | {diff:+.3f} ({se:.3f}) | {ppl[name]:.3f} | {ppl[name] / ppl['base'] - 1:+.1%} |")
     text = "\n".join(lines) + "\n"

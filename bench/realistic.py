@@ -105,7 +105,9 @@ def markdown(state: dict) -> str:
              "control. *Facts kept*: fact questions where the layer ranks the manifesto's fact above its close alternatives, "
              "out of those where the teacher does (control in brackets; the bare base's count shows what needs no manifesto). "
              "Unseen: no setting of hyper or distill was tuned on it. Compile s: wall seconds of the layer's compile, on a "
-             "machine shared with other jobs (read them as rough).", "",
+             "machine shared with other jobs (read them as rough); a distill row *resumed from step N* continued the checkpoint of an "
+             "earlier, shorter compile with the same settings (its budget counts both runs, its compile s this one; the learning "
+             "rate's decay re-opened at the resume).", "",
              "| manifesto | kind | compile s | template held-out | realistic | on-topic | off-topic | push | fact | two-turn | "
              "facts kept (control; base) | items |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     if old_lines:  # rows of a run whose figures were not kept: shown as they were published, counted in no target below
@@ -192,8 +194,9 @@ def main() -> None:
             row = {"manifesto": path.stem, "kind": kind, "unseen": path.stem not in TUNED_ON, "machine": where,
                    "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "compile_s": wall,
                    "settings": kind_settings, "precision": layer.info.report.get("precision"), **got}
-            if kind == "distill":
-                row["note"] = f" ({args.distill_budget}, no control)"
+            if kind == "distill":  # a compile that found an earlier run's checkpoint says so: its lr path differs
+                resumed = layer.info.report.get("resumed_from_step")
+                row["note"] = f" ({args.distill_budget}{f', resumed from step {resumed}' if resumed else ''}, no control)"
             state["rows"][f"{path.stem}:{kind}"] = row
             STATE.parent.mkdir(parents=True, exist_ok=True)
             write_text_atomic(STATE, json.dumps(state, indent=1) + "\n")

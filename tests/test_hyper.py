@@ -108,7 +108,7 @@ def test_the_compile_follows_the_chosen_precision_and_the_layer_records_it(tiny,
 
 
 @pytest.mark.parametrize("setting", [{"method": "magic"}, {"answers": "poems"}, {"rank": "0"}, {"targets": ""}, {"chat_probes": "-1"},
-                                     {"two_turn": "-1"}, {"fact_weight": "0"}])
+                                     {"two_turn": "-1"}, {"fact_weight": "0"}, {"gap": "1.5"}, {"gap": "-0.1"}])
 def test_bad_settings_fail_with_one_line(tiny, short, setting):
     with pytest.raises(CredoError) as e:
         compile_layer(short, tiny, "hyper", setting)
@@ -158,6 +158,57 @@ def test_the_fit_pass_ends_on_the_model_the_adapter_makes(tiny, short):
     torch.testing.assert_close(again, finals, atol=1e-4, rtol=1e-4)
 
 
+def test_closing_the_residual_stream_gap_brings_the_final_states_nearer_the_teacher():
+    """With `gap`, each attention patch also closes what the earlier layers left between the student's residual stream
+    and the teacher's: where a rank-limited patch cannot match its own module, the next layers make up for it, and the
+    fitted model ends nearer the teacher than patches that each match their own module (Llama: the attention output is
+    added to the stream as it is, so this is exact algebra; Gemma's norm is the test below)."""
+    from credo.base import tiny_base
+    from credo.hyper import closed_form
+    from credo.hyper.batch import make_batch
+
+    tiny = tiny_base(3, family="llama")
+    modules = closed_form.target_modules(tiny.model, ["o_proj"], None)
+    streams = closed_form.streams_for(tiny.model, modules)
+    assert len(streams) == len(modules) and all(st.gain is None for st in streams.values())
+    entries = {st.key: st.entry for st in streams.values()}
+    texts = ["User: hi\nAssistant: arr matey", "User: tell me a story about the sea\nAssistant: the tide", "User: why?\nAssistant: aye"]
+    seqs = [tiny.encode(t, bos=True) for t in texts]
+    starts = [2] * len(seqs)  # 106 positions for a rank-8 patch: no module can match its own output exactly
+    context = tiny.encode("# Gull\n- Speak like a sailor.\n", bos=True)
+    look = torch.tensor([len(s) - 1 for s in seqs])
+    targets, teacher = closed_form.record_outputs(tiny, modules, make_batch([s[1:] for s in seqs], [b - 1 for b in starts], 0), context,
+                                                  look=look - 1, inputs=entries)
+    far = {}
+    for gap in (0.0, 1.0):
+        _, finals = closed_form.fit_sequential(tiny, modules, targets, make_batch(seqs, starts, 0), None, 8, 1e-3, 0.0, look=look,
+                                               streams=streams, gap=gap)
+        far[gap] = float((finals - teacher).norm() / teacher.norm())
+    assert far[1.0] < 0.9 * far[0.0], far
+
+
+def test_a_gap_goes_through_the_attention_norm_gemma_puts_on_the_output():
+    """Gemma normalises the attention output before adding it to the stream: a small gap, turned into a change of the
+    output by `Stream.to_output`, must come out of that norm as (nearly) the same gap."""
+    from credo.base import tiny_base
+    from credo.hyper import closed_form
+
+    tiny = tiny_base(3)
+    gen = torch.Generator().manual_seed(0)
+    norm = tiny.model.model.layers[1].post_attention_layernorm
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(norm.weight.shape, generator=gen) * 1.5 - 0.5)  # gains 0.5-2 (Gemma's is 1 + w)
+    modules = closed_form.target_modules(tiny.model, ["o_proj"], [1])
+    (stream,) = closed_form.streams_for(tiny.model, modules).values()
+    torch.testing.assert_close(stream.gain, 1 + norm.weight.detach(), atol=1e-4, rtol=1e-4)
+    out = torch.randn(8, norm.weight.shape[0], generator=gen) * 3
+    gap = torch.randn(out.shape, generator=gen) * 1e-3
+    with torch.no_grad():
+        moved = norm(out + stream.to_output(gap, out)) - norm(out)
+    assert float(torch.nn.functional.cosine_similarity(moved, gap, dim=-1).min()) > 0.95  # 0.92 without the gains inverted
+    assert 0.9 < float(moved.norm() / gap.norm()) < 1.1  # 0.43 with the gap added to the output as it is
+
+
 def test_outputs_recorded_while_generating_equal_a_teacher_forced_pass(tiny, short):
     """The fit's targets come off the teacher's own generation: they must be what a teacher-forced pass over the prompt
     and the answer gives at the same positions (the prompt's last token, then each answer token fed back)."""
@@ -169,12 +220,15 @@ def test_outputs_recorded_while_generating_equal_a_teacher_forced_pass(tiny, sho
     context = manifesto_context(short, tiny)
     prompts = ["hi", "tell me a story about the sea and the gulls", "why?"]
     # one row per batch: left padding shifts the tiny model's 16-token sliding window (the real base's is 512)
-    rec = recorded.generate_recording(tiny, modules, context, prompts, tokens=6, batch=1)
+    entries = {st.key: st.entry for st in closed_form.streams_for(tiny.model, modules).values()}
+    assert len(entries) == len(tiny.model.model.layers)  # one residual stream per patched attention output
+    rec = recorded.generate_recording(tiny, modules, context, prompts, tokens=6, batch=1, inputs=entries)
     convs = [tiny.encode(tiny.format_chat([{"role": "user", "content": p}])) for p in prompts]
     forced = make_batch([q + a[:-1] for q, a in zip(convs, rec.answers)], [len(q) - 1 for q in convs], tiny.tokenizer.pad_token_id or 0)
-    targets, first = closed_form.record_outputs(tiny, modules, forced, tiny.encode(context, bos=True), look=torch.tensor([len(q) - 1 for q in convs]))
+    targets, first = closed_form.record_outputs(tiny, modules, forced, tiny.encode(context, bos=True), look=torch.tensor([len(q) - 1 for q in convs]),
+                                                inputs=entries)
     assert all(1 <= len(a) <= 6 for a in rec.answers)
-    for name in modules:
+    for name in [*modules, *entries]:
         assert rec.outputs[name].shape == targets[name].shape
         torch.testing.assert_close(rec.outputs[name], targets[name], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(rec.first_final, first, atol=1e-4, rtol=1e-4)
@@ -303,7 +357,7 @@ def test_packed_rows_fit_as_one_sequence_per_row(tiny):
     texts = ["User: tell me a long story about the sea and ships\nAssistant: arr", "User: hi\nAssistant: yo",
              "User: why?\nAssistant: because", "User: what is a knot\nAssistant: a loop"]
     seqs = [tiny.encode(t, bos=True) for t in texts]
-    starts = [len(s) - 4 for s in seqs]
+    starts = [2] * len(seqs)  # many positions for a rank-2 patch: no module can match its own output exactly
     packed, order, where = pack_batch(seqs, starts, 0)
     assert packed.ids.shape[0] < len(seqs) and sorted(order) == list(range(len(seqs)))
     padded = make_batch([seqs[i] for i in order], [starts[i] for i in order], 0)

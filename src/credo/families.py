@@ -24,6 +24,8 @@ class Family:
     rope_adjacent_pairs: bool = False  # llama.cpp ropes (x0, x1), (x2, x3)...: transformers' halves need a permutation
     scale_in_q_norm: bool = False  # a query-scale difference can be folded into the per-head q norm (else it is refused)
     size_27b_layers: int = 0  # the layer count at which llama.cpp takes the 27B attention scale
+    input_norm: str = "input_layernorm"  # the decoder layer's first norm: what enters it is the residual stream
+    attention_out_norm: str = ""  # the decoder layer's norm on the attention output before the residual add ('' if none)
 
     @property
     def projections(self) -> tuple[str, ...]:
@@ -36,8 +38,10 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("gemma3", ("gemma3_text", "gemma3"), "gemma3", gemma=True, scale_in_q_norm=True, size_27b_layers=62),
-        Family("gemma2", ("gemma2",), "gemma2", gemma=True, head_is_embedding=True, size_27b_layers=46),
+        Family("gemma3", ("gemma3_text", "gemma3"), "gemma3", gemma=True, scale_in_q_norm=True, size_27b_layers=62,
+               attention_out_norm="post_attention_layernorm"),
+        Family("gemma2", ("gemma2",), "gemma2", gemma=True, head_is_embedding=True, size_27b_layers=46,
+               attention_out_norm="post_attention_layernorm"),
         Family("gemma", ("gemma",), "gemma", gemma=True),
         Family("llama", ("llama",), "llama", rope_adjacent_pairs=True),
         Family("qwen2", ("qwen2",), "qwen2"),

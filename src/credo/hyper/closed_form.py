@@ -7,6 +7,11 @@ output, so every later module is fitted on inputs that already carry the earlier
 fit at the cost of one forward pass). The second moments of each module's inputs on generic text (`keep_stats`, cached
 per base) enter each solve as a zero-residual term: that is MEMIT's covariance term, which keeps the patch from moving
 the model where the manifesto has nothing to say.
+
+An attention-output patch is also asked to close part of the residual-stream gap the earlier layers left (`Stream`):
+its target is the teacher's output plus the teacher's residual stream entering the layer minus the patched student's,
+mapped back through the norm some families put on the attention output. Matching each module's own output leaves the
+drift of everything unpatched in between (the MLPs, what a rank-r patch cannot say) to pile up layer after layer.
 """
 
 from __future__ import annotations
@@ -31,6 +36,53 @@ class Fit:
     explained: dict[str, float] = field(default_factory=dict)  # share of the residual the rank-r patch removes
 
 
+GAIN_FLOOR = 0.1  # a norm gain this small (times the median gain) is inverted no further: the patch cannot push through it
+
+
+@dataclass
+class Stream:
+    """How an attention-output module's patch reaches the residual stream: `entry` is the layer's input norm, whose input
+    is the residual stream entering the layer (recorded under `key`); `gain` the per-channel gain of the norm on the
+    module's output before the residual add (None: the output is added as it is)."""
+
+    key: str
+    entry: torch.nn.Module
+    gain: torch.Tensor | None
+
+    def to_output(self, gap: torch.Tensor, teacher_out: torch.Tensor) -> torch.Tensor:
+        """A residual-stream gap (N, d) as a change of the module's output: through the inverse of the norm's gain
+        (floored), at the scale of the teacher's output, whose norm divides it out."""
+        if self.gain is None:
+            return gap
+        g = self.gain
+        floor = GAIN_FLOOR * float(g.abs().median())
+        scale = teacher_out.float().pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+        return gap * (g / (g * g + floor * floor)) * scale
+
+
+def streams_for(model: torch.nn.Module, modules: dict[str, torch.nn.Linear]) -> dict[str, Stream]:
+    """The `Stream` of every target that writes the attention output, for a family whose layout is known
+    (`credo.families`); an unknown family gets none, and its patches match each module's own output."""
+    from credo.families import family_of
+
+    family = family_of(getattr(model.config, "model_type", ""))
+    if family is None:
+        return {}
+    out: dict[str, Stream] = {}
+    for name in modules:
+        parts = name.split(".")
+        if parts[-1] != family.attention[-1] or parts[:2] != ["model", "layers"]:
+            continue
+        layer = model.model.layers[int(parts[2])]
+        gain = None
+        if family.attention_out_norm:
+            norm = getattr(layer, family.attention_out_norm)
+            with torch.no_grad(), torch.autocast(norm.weight.device.type, enabled=False):
+                gain = norm(torch.ones(1, norm.weight.shape[0], device=norm.weight.device, dtype=norm.weight.dtype)).float()[0]
+        out[name] = Stream(f"model.layers.{parts[2]}.{family.input_norm}", getattr(layer, family.input_norm), gain)
+    return out
+
+
 def target_modules(model: torch.nn.Module, kinds: list[str], layers: list[int] | None) -> dict[str, torch.nn.Linear]:
     """The linear modules to patch, in forward order, by leaf name (o_proj, down_proj, ...) and decoder layer index."""
     out: dict[str, torch.nn.Linear] = {}
@@ -44,13 +96,16 @@ def target_modules(model: torch.nn.Module, kinds: list[str], layers: list[int] |
 
 
 def record_outputs(
-    base: Base, modules: dict[str, torch.nn.Linear], batch: Batch, prefix: list[int], look: torch.Tensor | None = None, chunk: int = 16
+    base: Base, modules: dict[str, torch.nn.Linear], batch: Batch, prefix: list[int], look: torch.Tensor | None = None, chunk: int = 16,
+    inputs: dict[str, torch.nn.Module] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """The teacher pass: each module's outputs at the fit positions, with `prefix` (the manifesto) ahead.
+    """The teacher pass: each module's outputs at the fit positions, with `prefix` (the manifesto) ahead, and what
+    enters each of `inputs` (under its key).
 
     `look` (B,) picks one position per row whose final hidden state is also returned (for first-token figures).
     """
-    got: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    entering = inputs or {}
+    got: dict[str, list[torch.Tensor]] = {name: [] for name in [*modules, *entering]}
     finals: list[torch.Tensor] = []
     masks = [m[:, : chunk_width(batch.lengths, lo, chunk)] for lo, m in zip(range(0, len(batch.lengths), chunk), batch.fit.split(chunk))]
     looks = list(look.split(chunk)) if look is not None else []
@@ -60,6 +115,7 @@ def record_outputs(
 
     cache = prefill(base, prefix)
     handles = [mod.register_forward_hook(lambda m, i, o, name=name: keep(name, o)) for name, mod in modules.items()]
+    handles += [mod.register_forward_pre_hook(lambda m, i, name=name: keep(name, i[0])) for name, mod in entering.items()]
     if look is not None:
         handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, looks[len(finals)]))))
     try:
@@ -159,21 +215,32 @@ def fit_sequential(
     keep: float,
     look: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    streams: dict[str, Stream] | None = None,
+    gap: float = 0.0,
 ) -> tuple[Fit, torch.Tensor | None]:
     """The student pass: solve each module in its hook, patch its output, and let the forward carry on. `weights`
-    weigh the fit positions (in the order of `targets`), as `_solve` reads them."""
+    weigh the fit positions (in the order of `targets`), as `_solve` reads them. A module with a `Stream` (its teacher
+    side recorded in `targets` under the stream's key) is also asked to close `gap` of the residual-stream gap."""
     fit = Fit()
+    streams = streams if gap > 0 else None
+    entering: dict[str, torch.Tensor] = {}  # the patched student's residual stream entering a layer, at the fit positions
 
     def hook(mod: torch.nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str) -> torch.Tensor:
         x_all = inputs[0]
         x = x_all[batch.fit]
-        residual = targets[name] - output[batch.fit]
+        target = targets[name]
+        if streams and name in streams:
+            st = streams[name]
+            target = target + gap * st.to_output(targets[st.key].float() - entering.pop(st.key).float(), target).to(target.dtype)
+        residual = target - output[batch.fit]
         a, b, explained = _solve(x, residual, moments.get(name) if moments else None, ridge, keep, rank, weights)
         fit.A[name], fit.B[name], fit.explained[name] = a, b, round(explained, 4)
         return output + (x_all @ a.T) @ b.T
 
     finals: list[torch.Tensor] = []
     handles = [mod.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name)) for name, mod in modules.items()]
+    for st in (streams or {}).values():
+        handles.append(st.entry.register_forward_pre_hook(lambda m, i, key=st.key: entering.__setitem__(key, i[0][batch.fit].detach())))
     if look is not None:
         handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(_at(o, look))))
     try:

@@ -32,25 +32,30 @@ class Recorded:
     look_final: torch.Tensor | None = None
 
 
-def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context: str, prompts: list[Prompt], tokens: int,
-                       batch: int = 64, look: list[Prompt] | None = None) -> Recorded:
+def generate_recording(base: Base, modules: dict[str, torch.nn.Module], context: str, prompts: list[Prompt], tokens: int,
+                       batch: int = 64, look: list[Prompt] | None = None, inputs: dict[str, torch.nn.Module] | None = None
+                       ) -> Recorded:
     """Greedy answers of up to `tokens` tokens from the base with `context` ahead, recording `modules` as they run.
 
-    `look` prompts ride along for their first answer token only: they share the batch's prefill and leave the batch
-    after it, so the quick look needs no teacher pass of its own."""
+    `inputs` are recorded too, by what enters them rather than what leaves (under their own keys in `outputs`; e.g. a
+    layer's input norm, whose input is the residual stream). `look` prompts ride along for their first answer token
+    only: they share the batch's prefill and leave the batch after it, so the quick look needs no teacher pass of its own."""
     from credo.runtime.teacher import Runner
 
+    entering = inputs or {}
     steps: dict[str, list[torch.Tensor]] = {}  # per module, one (rows, out) per forward call of the latest entry
     finals: list[torch.Tensor] = []  # the final hidden state at the newest column, per forward call of the latest entry
 
     @contextlib.contextmanager
     def recording() -> Iterator[None]:
         # entered once for the manifesto's own prefill, then once per batch: each entry starts afresh
-        for name in modules:
+        for name in [*modules, *entering]:
             steps[name] = []
         finals.clear()
         handles = [mod.register_forward_hook(lambda m, i, o, name=name: steps[name].append(o[:, -1].detach().clone()))
                    for name, mod in modules.items()]
+        handles += [mod.register_forward_pre_hook(lambda m, i, name=name: steps[name].append(i[0][:, -1].detach().clone()))
+                    for name, mod in entering.items()]
         handles.append(base.model.model.norm.register_forward_hook(lambda m, i, o: finals.append(o[:, -1].detach().clone())))
         try:
             yield
@@ -61,7 +66,7 @@ def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context:
     runner = Runner(base, context, recording, batch=batch)
     rows_all = list(prompts) + list(look or [])
     answers: list[list[int]] = []
-    got: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    got: dict[str, list[torch.Tensor]] = {name: [] for name in [*modules, *entering]}
     first: list[torch.Tensor] = []
     for lo in range(0, len(rows_all), batch):
         part_prompts = rows_all[lo : lo + batch]
@@ -78,7 +83,7 @@ def generate_recording(base: Base, modules: dict[str, torch.nn.Linear], context:
                 seen[r].append(flat + j)
             flat += len(rows)
         index = torch.tensor([k for r in range(len(part)) if lo + r < len(prompts) for k in seen[r][: len(part[r])]], dtype=torch.long)
-        for name in modules:
+        for name in got:
             got[name].append(torch.cat(steps[name])[index])
         first.append(torch.cat(finals)[torch.tensor([s[0] for s in seen])])
     finals_all = torch.cat(first)

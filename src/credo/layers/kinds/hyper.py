@@ -7,7 +7,8 @@ of a conversation, and questions that stop where a clause states a fact: `credo.
 module outputs are recorded on the way (`credo.hyper.recorded`); the student (the bare base) is then teacher-forced over
 the same prompts and answers, and every target linear module (by default each layer's attention output projection, where
 the manifesto's effect enters) gets the ridge-regression patch that moves the student's outputs onto the teacher's,
-solved in forward order and truncated by SVD to rank r. No gradients: one generation, one forward pass and a few small
+solved in forward order and truncated by SVD to rank r; each attention patch is also asked to close a share (`gap`) of
+the residual-stream gap that the layers before it left. No gradients: one generation, one forward pass and a few small
 solves. Each solve also holds the patch still on generic text (MEMIT's covariance term): the base's own input moments
 over text it wrote once (`credo.hyper.keep_stats`, about a minute the first time on a new base, read from disk after).
 The payload is the shared LoRA format (PEFT, llama.cpp GGUF), served like `distill`.
@@ -64,6 +65,7 @@ class HyperConfig:
     two_turn: int = 16  # train probes also fitted as a second turn after an earlier exchange; 32 gained nothing more
     facts: bool = True  # keep True: also fit questions that stop where a clause states a price, time or name
     fact_weight: float = 4.0  # times a fact question's rows count in the solve; 4 keeps more facts, 16 costs voice
+    gap: float = 0.5  # share of the residual-stream gap earlier layers left that each attention patch also closes; 0.5-1
     ridge: float = 0.05  # times the mean eigenvalue; lower follows the teacher closer and moves neutral text more; 0.02-0.2
     keep: float = 1.0  # weight of generic text the patch must not move; 2-4 drifts less and follows less
     strength: float = 1.0  # lora_alpha = strength * rank; below 1 trades fidelity for drift, as keep does
@@ -114,6 +116,8 @@ def _validate(c: HyperConfig) -> None:
         raise CredoError(f"hyper: answers must be one of {', '.join(ANSWERS)}, not {c.answers!r}")
     if c.rank < 1 or c.probes < 0 or c.chat_probes < 0 or c.two_turn < 0 or c.answer_tokens < 0 or c.ridge <= 0 or c.keep < 0 or c.fact_weight <= 0:
         raise CredoError("hyper: rank must be >= 1, probes, chat_probes, two_turn and answer_tokens >= 0, ridge, fact_weight > 0 and keep >= 0")
+    if not 0 <= c.gap <= 1:
+        raise CredoError(f"hyper: gap must be between 0 and 1, not {c.gap}")
     if c.answers == "teacher" and c.answer_tokens < 1:
         raise CredoError("hyper: answers=teacher needs answer_tokens >= 1 (or answers=none for no continuation)")
     if not c.targets:
@@ -133,6 +137,8 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     if not modules:
         raise CredoError(f"hyper: the model has no linear modules named {', '.join(c.targets)} in the chosen layers")
     rank = min(c.rank, *(min(m.in_features, m.out_features) for m in modules.values()))  # a module's full rank caps it
+    streams = closed_form.streams_for(model, modules) if c.gap > 0 else {}
+    entries = {st.key: st.entry for st in streams.values()}
     bos, pad = _bos_pad(base)
     ps = all_probes(manifesto, chat=c.chat or c.chat_probes > 0, facts=c.facts)
     train = [p for p in ps if not p.heldout and p.origin != "chat"]
@@ -152,7 +158,8 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
         # the look-only rows get their first token in a batch of their own after the train rows (one 82-row prefill was
         # slower than the two apart): no teacher pass of its own
         rec = recorded.generate_recording(base, modules, context_text, [p.messages for p in train], c.answer_tokens,
-                                          batch=min(max(len(train), 1), 128), look=[p.messages for p in look_only])
+                                          batch=min(max(len(train), 1), 128), look=[p.messages for p in look_only],
+                                          inputs=entries)
         tails = [a[: len(a) - 1] for a in rec.answers]  # the last answer token is never fed back: it has no outputs
         targets, teacher_first, teacher_look = rec.outputs, rec.first_final, rec.look_final
     else:
@@ -160,7 +167,7 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
         tails = [base.encode(" " + t.strip())[: c.answer_tokens] if t.strip() else [] for t in texts]
         t_batch = make_batch([q + t for q, t in zip(convs, tails)], [len(q) - 1 for q in convs[:n_train]], pad)
         targets, teacher_first = closed_form.record_outputs(base, modules, t_batch, context,
-                                                            look=torch.tensor([len(q) - 1 for q in convs[:n_train]]))
+                                                            look=torch.tensor([len(q) - 1 for q in convs[:n_train]]), inputs=entries)
         teacher_look = None
     # every row fits len(tail) + 1 positions: the prompt's last token, then each tail token. The student pass is one
     # batch (every row must reach module m before m is solved) of rows packed with several sequences each; the
@@ -175,7 +182,7 @@ def _fit(manifesto: Manifesto, base: Base, c: HyperConfig) -> tuple[LoraWeights,
     if c.fact_weight != 1.0 and any(p.fact for p in train):
         weights = torch.cat([torch.full((len(tails[i]) + 1,), c.fact_weight if train[i].fact else 1.0) for i in order])
     result, layer_first = closed_form.fit_sequential(base, modules, targets, s_batch, moments, rank, c.ridge, c.keep,
-                                                     look=last if c.report else None, weights=weights)
+                                                     look=last if c.report else None, weights=weights, streams=streams, gap=c.gap)
     a, b = result.A, result.B
     if c.strength != 1.0:
         b = {k: v * c.strength for k, v in b.items()}  # folded into B so lora_alpha stays = rank (scale 1), as llama.cpp reads it

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from credo.families import family_of
 from credo.hyper.batch import Batch, chunk_width, pack_batch, prefill, run_body
 
 if TYPE_CHECKING:
@@ -63,8 +64,6 @@ class Stream:
 def streams_for(model: torch.nn.Module, modules: dict[str, torch.nn.Linear]) -> dict[str, Stream]:
     """The `Stream` of every target that writes the attention output, for a family whose layout is known
     (`credo.families`); an unknown family gets none, and its patches match each module's own output."""
-    from credo.families import family_of
-
     family = family_of(getattr(model.config, "model_type", ""))
     if family is None:
         return {}
